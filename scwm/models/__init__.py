@@ -1,0 +1,8 @@
+"""Models: ResNet backbone (last stride 1), the SCWM network, chunked BatchNorm."""
+
+from scwm.models.backbone import BACKBONES, WeightLoadError, build_backbone
+from scwm.models.chunked_bn import convert_to_chunked_bn
+from scwm.models.scwm_net import SCWMNet, SCWMOutput, part_pooling
+
+__all__ = ["BACKBONES", "WeightLoadError", "build_backbone", "convert_to_chunked_bn", "SCWMNet",
+           "SCWMOutput", "part_pooling"]
