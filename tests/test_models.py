@@ -152,3 +152,28 @@ def test_load_weights_errors(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(type(ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
     with pytest.raises(WeightLoadError, match="offline"):
         build_backbone("resnet18", weights="imagenet")
+
+
+def test_checkpoint_roundtrip_and_errors(tmp_path) -> None:
+    from scwm.models import CheckpointError, ModelSpec, load_model, save_checkpoint
+
+    torch.manual_seed(6)
+    spec = ModelSpec(backbone="resnet18", num_parts=3, height=64, width=32,
+                     part_names=["top", "bottom", "background"])
+    m = spec.build()
+    m.reset_classifiers(4)
+    m.eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, m, spec, epoch=2)
+    m2, spec2 = load_model(path)
+    assert spec2 == spec
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, with_logits=False).global_feat, m2(x).global_feat)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope.pt")
+    torch.save({"a": torch.zeros(1)}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="not an scwm checkpoint"):
+        load_model(tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="part_names"):
+        ModelSpec(num_parts=3, part_names=["a"])

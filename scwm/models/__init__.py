@@ -6,3 +6,16 @@ from scwm.models.scwm_net import SCWMNet, SCWMOutput, part_pooling
 
 __all__ = ["BACKBONES", "WeightLoadError", "build_backbone", "convert_to_chunked_bn", "SCWMNet",
            "SCWMOutput", "part_pooling"]
+
+from scwm.models.checkpoint import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointError,
+    ModelSpec,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+
+__all__ += ["IMAGENET_MEAN", "IMAGENET_STD", "CheckpointError", "ModelSpec", "load_model",
+            "read_checkpoint", "save_checkpoint"]
