@@ -177,3 +177,22 @@ def test_checkpoint_roundtrip_and_errors(tmp_path) -> None:
         load_model(tmp_path / "x.pt")
     with pytest.raises(ValueError, match="part_names"):
         ModelSpec(num_parts=3, part_names=["a"])
+
+
+def test_stripe_mode_pools_horizontal_stripes() -> None:
+    from scwm.models import stripe_probs
+
+    probs = stripe_probs(4, 8, 2)
+    assert probs.shape == (1, 4, 8, 2)
+    # three stripes of rows [0,1,2], [3,4,5], [6,7] (floor(r*3/8)), empty background channel
+    assert probs[0, 0, :, 0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert probs[0, 1, :, 0].tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
+    assert probs[0, 2, :, 0].tolist() == [0, 0, 0, 0, 0, 0, 1, 1]
+    assert probs[0, 3].sum() == 0
+    torch.manual_seed(7)
+    m = SCWMNet("resnet18", num_parts=4, part_mode="stripes").eval()
+    with torch.no_grad():
+        out = m(torch.randn(2, 3, 128, 32))
+    torch.testing.assert_close(out.part_probs, probs.expand(2, -1, -1, -1))
+    with pytest.raises(ValueError, match="part_mode"):
+        SCWMNet("resnet18", part_mode="grid")

@@ -2,10 +2,10 @@
 
 from scwm.models.backbone import BACKBONES, WeightLoadError, build_backbone
 from scwm.models.chunked_bn import convert_to_chunked_bn
-from scwm.models.scwm_net import SCWMNet, SCWMOutput, part_pooling
+from scwm.models.scwm_net import SCWMNet, SCWMOutput, part_pooling, stripe_probs
 
 __all__ = ["BACKBONES", "WeightLoadError", "build_backbone", "convert_to_chunked_bn", "SCWMNet",
-           "SCWMOutput", "part_pooling"]
+           "SCWMOutput", "part_pooling", "stripe_probs"]
 
 from scwm.models.checkpoint import (  # noqa: E402
     IMAGENET_MEAN,

@@ -29,6 +29,7 @@ class ModelSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     part_names: list[str] = field(default_factory=list)
     last_stride: int = 1
+    part_mode: str = "learned"
     version: str = __version__
 
     def __post_init__(self) -> None:
@@ -51,7 +52,8 @@ class ModelSpec:
 
     def build(self) -> SCWMNet:
         """A randomly initialised network of this shape."""
-        return SCWMNet(self.backbone, num_parts=self.num_parts, last_stride=self.last_stride)
+        return SCWMNet(self.backbone, num_parts=self.num_parts, last_stride=self.last_stride,
+                       part_mode=self.part_mode)
 
 
 class CheckpointError(RuntimeError):

@@ -34,6 +34,16 @@ class SCWMOutput:
     part_logits: torch.Tensor | None = None
 
 
+def stripe_probs(num_parts: int, h: int, w: int, device: torch.device | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Fixed horizontal-stripe "part maps" (1, num_parts, h, w): ``num_parts - 1`` equal stripes top to
+    bottom (PCB / PPLR baseline), every cell foreground, an all-zero background channel last."""
+    rows = torch.arange(h, device=device)
+    stripe = torch.div(rows * (num_parts - 1), h, rounding_mode="floor")  # (h,)
+    onehot = torch.nn.functional.one_hot(stripe, num_parts).to(dtype)  # (h, l)
+    return onehot.t()[None, :, :, None].expand(1, num_parts, h, w).contiguous()
+
+
 def part_pooling(feature_map: torch.Tensor, part_probs: torch.Tensor) -> torch.Tensor:
     """Eq. 1: f^{p_k} = GAP(G(F)_k * F) for every foreground part k; returns (B, P, C)."""
     fg = part_probs[:, :-1]
@@ -42,10 +52,15 @@ def part_pooling(feature_map: torch.Tensor, part_probs: torch.Tensor) -> torch.T
 
 
 class SCWMNet(nn.Module):
-    """Backbone + part head + BN necks + (optional) per-branch bias-free classifiers."""
+    """Backbone + part head + BN necks + (optional) per-branch bias-free classifiers.
+
+    ``part_mode="learned"`` pools parts with the part head G (SCWM); ``"stripes"`` with fixed horizontal
+    stripes (the PPLR-style baseline; G is then unused).
+    """
 
     def __init__(self, backbone: ResNetBackbone | str = "resnet50", num_parts: int = 4,
-                 num_classes: int = 0, weights: str | None = None, last_stride: int = 1) -> None:
+                 num_classes: int = 0, weights: str | None = None, last_stride: int = 1,
+                 part_mode: str = "learned") -> None:
         super().__init__()
         if num_parts < 2:
             raise ValueError(f"num_parts counts the background and must be >= 2, got {num_parts}")
@@ -53,7 +68,10 @@ class SCWMNet(nn.Module):
             backbone = build_backbone(backbone, last_stride=last_stride, weights=weights)
         self.backbone = backbone
         c = backbone.out_channels
+        if part_mode not in ("learned", "stripes"):
+            raise ValueError(f"part_mode must be 'learned' or 'stripes', got {part_mode!r}")
         self.num_parts = num_parts
+        self.part_mode = part_mode
         self.feat_dim = c
         self.part_head = nn.Conv2d(c, num_parts, kernel_size=3, padding=1)  # G (Sec. 3.1)
         self.global_bn = nn.BatchNorm1d(c)
@@ -89,7 +107,11 @@ class SCWMNet(nn.Module):
 
     def forward(self, x: torch.Tensor, with_logits: bool | None = None) -> SCWMOutput:
         fmap = self.backbone(x)
-        probs = torch.softmax(self.part_head(fmap), dim=1)
+        if self.part_mode == "stripes":
+            h, w = fmap.shape[-2:]
+            probs = stripe_probs(self.num_parts, h, w, fmap.device, fmap.dtype).expand(fmap.shape[0], -1, -1, -1)
+        else:
+            probs = torch.softmax(self.part_head(fmap), dim=1)
         g_raw = fmap.mean(dim=(2, 3))
         p_raw = part_pooling(fmap, probs)
         b, p, c = p_raw.shape

@@ -1,0 +1,17 @@
+"""SCWM losses, one function per equation (paper Eq. 4-5, 10-11, 13-16)."""
+
+from scwm.losses.classification import part_classification_loss
+from scwm.losses.contrastive import cluster_nce_terms, part_separation_loss, wnce_loss
+from scwm.losses.parsing import diversity_loss, parsing_loss
+from scwm.losses.total import LossConfig, total_loss
+
+__all__ = [
+    "LossConfig",
+    "cluster_nce_terms",
+    "diversity_loss",
+    "parsing_loss",
+    "part_classification_loss",
+    "part_separation_loss",
+    "total_loss",
+    "wnce_loss",
+]

@@ -1,0 +1,62 @@
+"""Unit tests of trainer helpers: triplet loss, lr schedule, metrics log, loss switches, stripes variant."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from training.common import MetricsLog, plot_metrics
+from training.config import preset_config
+from training.pretrain import batch_hard_triplet_loss, model_spec
+from training.run import lr_at
+from training.stages import term_switches
+
+
+def test_batch_hard_triplet_matches_loop() -> None:
+    torch.manual_seed(0)
+    f = torch.randn(8, 5)
+    y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    got = batch_hard_triplet_loss(f, y, margin=0.3)
+    losses = []
+    for i in range(8):
+        d = [(f[i] - f[j]).norm() for j in range(8)]
+        pos = max(d[j] for j in range(8) if y[j] == y[i])
+        neg = min(d[j] for j in range(8) if y[j] != y[i])
+        losses.append(max(0.0, float(pos - neg + 0.3)))
+    assert abs(float(got) - sum(losses) / 8) < 1e-5
+
+
+def test_triplet_without_negatives_is_zero() -> None:
+    f = torch.randn(4, 3)
+    assert float(batch_hard_triplet_loss(f, torch.zeros(4, dtype=torch.long))) == 0.0
+
+
+def test_lr_schedule_steps_every_step_size() -> None:
+    cfg = preset_config("market1501")
+    assert lr_at(cfg, 0) == cfg.optim.lr
+    assert abs(lr_at(cfg, 19) - 3.5e-4) < 1e-12
+    assert abs(lr_at(cfg, 20) - 3.5e-5) < 1e-12
+    assert abs(lr_at(cfg, 45) - 3.5e-6) < 1e-12
+
+
+def test_metrics_log_truncate_and_plot(tmp_path) -> None:
+    log = MetricsLog(tmp_path / "m.jsonl")
+    for e in range(4):
+        log.append({"epoch": e, "mAP": 0.1 * e, "loss_total": 4 - e, "skipped": False})
+    log.truncate_after(1)
+    assert [r["epoch"] for r in log.records()] == [0, 1]
+    png = plot_metrics(log.path, tmp_path / "c.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(log.path.read_text().splitlines()[0])["mAP"] == 0.0
+
+
+def test_term_switches_follow_part_source() -> None:
+    cfg = preset_config("synthetic", {"cluster": {"part_source": "stripes"}})
+    sw = term_switches(cfg)
+    assert not sw.parsing and not sw.diversity and sw.nce and sw.part_classification
+    assert model_spec(cfg).part_mode == "stripes"
+    cfg = preset_config("synthetic", {"loss": {"diversity": False, "wnce_literal": True, "weighted_nce": False}})
+    sw = term_switches(cfg)
+    assert sw.parsing and not sw.diversity and sw.nce_literal and not sw.nce_weighted
+    assert model_spec(cfg).part_mode == "learned"

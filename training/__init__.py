@@ -1,0 +1,1 @@
+"""SCWM training: source pretraining (`training.pretrain`) and the unsupervised loop (`training.run`)."""

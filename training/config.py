@@ -1,0 +1,317 @@
+"""Typed configuration of the SCWM trainer, with named presets, YAML loading and one CLI flag per field.
+
+Every field of :class:`TrainConfig` is reachable from the command line as ``--section.field VALUE``
+(e.g. ``--cluster.eps 0.6``, ``--loss.memory_update hardest``); booleans take ``true``/``false``.
+Presets hold the paper's hyper-parameters (Sec. 4.2) for ``market1501`` / ``msmt17`` and CPU-sized
+settings for the built-in synthetic world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PartSource = Literal["scc", "cascaded", "foreground", "space", "stripes", "none"]
+"""Where pseudo part masks come from (paper Table 1-2): ``scc`` = both corrections (SCWM),
+``cascaded`` = original ISP cascaded clustering, ``foreground`` / ``space`` = one correction only,
+``stripes`` = fixed horizontal stripes (the PPLR baseline, no parsing), ``none`` = global only."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    kind: Literal["synthetic", "market1501", "msmt17", "folder"] = "synthetic"
+    root: str = "data/synthetic/market-seed0"
+    """Dataset root. For ``synthetic`` it is generated here if absent."""
+    synthetic_preset: str = "market"
+    synthetic_seed: int = 0
+    camera_regex: str | None = None
+    """``folder`` datasets: regex with one integer group that extracts the camera from a file path."""
+    height: int = 128
+    width: int = 64
+    num_workers: int = 2
+    """DataLoader worker processes (0 = load in the main process)."""
+
+
+class ModelConfig(_Section):
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"
+    num_parts: int = Field(4, ge=2)
+    """l in the paper: foreground parts + background."""
+    weights: str | None = None
+    """Initial weights: None, "imagenet", a checkpoint path, or "pretrain" (supervised source
+    pretraining, run and cached automatically if missing)."""
+    bn_chunks: int = Field(1, ge=1)
+    """Compute BatchNorm statistics over this many identity-aligned chunks of the batch, to reproduce
+    multi-GPU statistics on one device (the single-GPU collapse in ANCHORS.md)."""
+
+
+class PretrainConfig(_Section):
+    """Supervised pretraining on the synthetic source domain (our SYNTH-PEDES analogue)."""
+
+    root: str = "data/synthetic/source-seed0"
+    preset: str = "source"
+    seed: int = 0
+    checkpoint: str = "data/pretrained/source-{backbone}-{height}x{width}.pt"
+    epochs: int = Field(6, ge=1)
+    iters: int = Field(80, ge=1)
+    batch_size: int = Field(32, ge=2)
+    num_instances: int = Field(4, ge=1)
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+
+
+class ClusterConfig(_Section):
+    eps: float = Field(0.5, gt=0, lt=1)
+    min_samples: int = Field(4, ge=1)
+    k1: int = Field(30, ge=1)
+    k2: int = Field(6, ge=1)
+    knn_k: int = Field(20, ge=1)
+    """k of the kNN sets of the cross agreement (Eq. 7)."""
+    part_source: PartSource = "scc"
+    eta: float = Field(3.0, gt=0)
+    """Spatial threshold of the space correction (Eq. 2), in feature-map cells."""
+    mask_gamma: float = Field(0.2, ge=0, lt=1)
+    mask_gamma_until: int = Field(20, ge=0)
+    """Momentum gamma of Eq. 3 is used for epochs < this, 0 afterwards (paper: 0.2, then 0 after 20)."""
+    supervised: bool = False
+    """Use ground-truth identities instead of DBSCAN pseudo labels (the paper's "w/ ground-truth")."""
+
+
+class LossConfig(_Section):
+    wnce: bool = True
+    """Weighted ClusterNCE (Eq. 10); with ``weighted_nce=False`` it is the plain ClusterNCE."""
+    weighted_nce: bool = True
+    wnce_literal: bool = False
+    """Eq. 10 as printed (weight inside the log: no effect on gradients) instead of the intended form."""
+    part_nce: bool = True
+    """Apply the memory loss to part features too (SCWM); False = global memory only."""
+    separation: bool = True
+    parsing: bool = True
+    diversity: bool = True
+    part_classification: bool = True
+    memory_update: Literal["average", "hardest", "weighted"] = "weighted"
+    temperature: float = Field(0.05, gt=0)
+    memory_momentum: float = Field(0.2, ge=0, lt=1)
+    beta: float = Field(0.35, ge=0, le=1)
+    aals_start_epoch: int = Field(5, ge=0)
+    """Part classification uses plain label smoothing (0.1) before this epoch, then Eq. 13 (PPLR)."""
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(8, ge=1)
+    iters: int = Field(80, ge=1)
+    """Iterations per epoch (paper: 400)."""
+    batch_size: int = Field(32, ge=2)
+    num_instances: int = Field(4, ge=1)
+    lr: float = Field(3.5e-4, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    step_size: int = Field(20, ge=1)
+    """Divide the learning rate by 10 every ``step_size`` epochs (paper: 20)."""
+
+
+class RunConfig(_Section):
+    output: str = "runs/{preset}"
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "amp"] = "fp32"
+    """bf16 autocast on CPU, AMP (fp16 autocast + grad scaler) on CUDA."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate every N epochs (0 = only after the last epoch). For reporting only."""
+    eval_batch_size: int = Field(128, ge=1)
+    resume: bool = True
+    """Resume from ``output``/checkpoint.pt when it exists and matches this config."""
+    save_every: int = Field(1, ge=1)
+    progress: bool = True
+
+
+class TrainConfig(_Section):
+    preset: str = "synthetic"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.optim.batch_size % self.optim.num_instances:
+            raise ValueError(f"optim.batch_size={self.optim.batch_size} must be a multiple of "
+                             f"optim.num_instances={self.optim.num_instances}")
+        if self.optim.batch_size % self.model.bn_chunks:
+            raise ValueError(f"optim.batch_size={self.optim.batch_size} must be a multiple of "
+                             f"model.bn_chunks={self.model.bn_chunks}")
+        if self.data.kind == "folder" and self.run.eval_every:
+            raise ValueError("folder datasets have no labels: run.eval_every must be 0")
+        return self
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run.output.format(preset=self.preset))
+
+    @property
+    def uses_parsing(self) -> bool:
+        return self.cluster.part_source not in ("stripes", "none")
+
+
+# --------------------------------------------------------------------------------------------- presets
+_PAPER_LOSS = {"aals_start_epoch": 5}
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU default: generate synthetic source + target, pretrain on source, SCWM on the target.
+    "synthetic": {"model": {"weights": "pretrain"}, "run": {"eval_every": 4}},
+    # Paper settings (Sec. 4.2) on Market-1501: ResNet-50, 384x128, eps 0.5, l = 4.
+    "market1501": {
+        "data": {"kind": "market1501", "root": "data/market1501", "height": 384, "width": 128,
+                 "num_workers": 4},
+        "model": {"backbone": "resnet50", "num_parts": 4, "weights": "imagenet", "bn_chunks": 4},
+        "cluster": {"eps": 0.5, "eta": 6.0},
+        "loss": _PAPER_LOSS,
+        "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
+        "run": {"eval_every": 10, "eval_batch_size": 256},
+    },
+    # Paper settings on MSMT17: eps 0.7, l = 7.
+    "msmt17": {
+        "data": {"kind": "msmt17", "root": "data/msmt17", "height": 384, "width": 128, "num_workers": 4},
+        "model": {"backbone": "resnet50", "num_parts": 7, "weights": "imagenet", "bn_chunks": 4},
+        "cluster": {"eps": 0.7, "eta": 6.0},
+        "loss": _PAPER_LOSS,
+        "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
+        "run": {"eval_every": 10, "eval_batch_size": 256},
+    },
+    # Unlabeled images in a folder: no evaluation.
+    "folder": {
+        "data": {"kind": "folder", "root": "data/unlabeled", "height": 256, "width": 128},
+        "model": {"backbone": "resnet50", "weights": "imagenet"},
+        "optim": {"epochs": 40, "iters": 200, "batch_size": 64},
+        "run": {"eval_every": 0},
+    },
+    # CI: tiny synthetic world, a few iterations, under two minutes on 2 CPU cores.
+    "smoke": {
+        "data": {"root": "data/synthetic/tiny-seed0", "synthetic_preset": "tiny", "num_workers": 0},
+        "model": {"weights": "pretrain"},
+        "pretrain": {"root": "data/synthetic/tiny-seed1", "preset": "tiny", "seed": 1, "epochs": 1,
+                     "iters": 4, "batch_size": 16,
+                     "checkpoint": "data/pretrained/tiny-{backbone}-{height}x{width}.pt"},
+        "cluster": {"eps": 0.6, "min_samples": 2, "k1": 10, "k2": 3, "knn_k": 5, "eta": 3.0},
+        "loss": {"aals_start_epoch": 1},
+        "optim": {"epochs": 2, "iters": 4, "batch_size": 16},
+        "run": {"eval_every": 1, "eval_batch_size": 64},
+    },
+}
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def preset_config(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The named preset with optional nested ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    data = _merge({"preset": name, **PRESETS[name]}, overrides or {})
+    return TrainConfig.model_validate(data)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (nested sections as in :class:`TrainConfig`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must contain a mapping, got {type(data).__name__}")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _field_flags(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+    flags = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            flags += _field_flags(ann, f"{prefix}{name}.")
+        elif name != "preset":
+            flags.append((f"{prefix}{name}", ann))
+    return flags
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _converter(ann: Any) -> Any:
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if ann is bool:
+        return _parse_bool
+    if ann is int:
+        return int
+    if ann is float:
+        return float
+    if typing.get_origin(ann) is Literal:
+        return str
+    if args and len(args) == 1:
+        return _converter(args[0])
+    return lambda s: None if s.lower() in ("none", "null") else s
+
+
+def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParser:
+    """Argument parser with ``--preset``, ``--config`` and one ``--section.field`` flag per field."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", default="synthetic", choices=sorted(PRESETS),
+                        help="named preset the other options override")
+    parser.add_argument("--config", default=None, help="YAML file with overrides (applied before flags)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    for flag, ann in _field_flags(TrainConfig):
+        choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
+        parser.add_argument(f"--{flag}", dest=flag, default=None, type=_converter(ann), choices=choices,
+                            metavar=flag.split(".")[-1].upper())
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None,
+                     prog: str = "python -m training.run") -> tuple[TrainConfig, argparse.Namespace]:
+    """Resolve preset < YAML file < command-line flags into a validated :class:`TrainConfig`."""
+    parser = build_parser(prog)
+    ns = parser.parse_args(argv)
+    overrides: dict[str, Any] = load_yaml(ns.config) if ns.config else {}
+    overrides.pop("preset", None)
+    for flag, _ in _field_flags(TrainConfig):
+        value = getattr(ns, flag)
+        if value is None:
+            continue
+        node = overrides
+        *parents, leaf = flag.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        cfg = preset_config(ns.preset, overrides)
+    except ValidationError as exc:
+        parser.error(str(exc))
+    return cfg, ns

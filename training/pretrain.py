@@ -1,0 +1,157 @@
+"""Supervised pretraining on the synthetic source domain: ``python -m training.pretrain``.
+
+The paper starts SCWM from a ResNet-50 pretrained on SYNTH-PEDES (synthetic pedestrians with labels).
+Our analogue trains the backbone on the synthetic **source** preset (identities and camera styles
+disjoint from the targets) with ID cross-entropy (label smoothing) + batch-hard triplet on the global
+embedding, and saves a checkpoint the unsupervised run starts from (``model.weights = "pretrain"``).
+It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``, ``pretrain.*`` and
+``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, collate_skip_none, relabel_pids
+from scwm.models import ModelSpec, SCWMNet, read_checkpoint, save_checkpoint
+from scwm.utils import atomic_torch_save, seed_everything
+
+from .common import MetricsLog, autocast_context, ensure_synthetic, init_distributed, setup_logging
+from .config import TrainConfig, config_from_args
+
+log = logging.getLogger("scwm")
+
+
+def batch_hard_triplet_loss(feats: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al.) on Euclidean distances of ``feats`` (B, D)."""
+    dist = torch.cdist(feats, feats)
+    same = labels[:, None] == labels[None, :]
+    hardest_pos = (dist * same).amax(dim=1)
+    hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
+    valid = torch.isfinite(hardest_neg)
+    loss = F.relu(hardest_pos - hardest_neg + margin)
+    return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def pretrained_path(cfg: TrainConfig) -> Path:
+    """Where the source-pretrained checkpoint for this backbone and input size lives."""
+    return Path(cfg.pretrain.checkpoint.format(backbone=cfg.model.backbone, height=cfg.data.height,
+                                               width=cfg.data.width))
+
+
+def model_spec(cfg: TrainConfig, part_names: list[str] | None = None) -> ModelSpec:
+    """The :class:`ModelSpec` for this config (``part_mode`` follows ``cluster.part_source``)."""
+    mode = "stripes" if cfg.cluster.part_source in ("stripes", "none") else "learned"
+    names = None
+    if part_names is None or len(part_names) != cfg.model.num_parts:
+        names = [f"part{i + 1}" for i in range(cfg.model.num_parts - 1)] + ["background"]
+    return ModelSpec(backbone=cfg.model.backbone, num_parts=cfg.model.num_parts, height=cfg.data.height,
+                     width=cfg.data.width, part_names=names or list(part_names or []), part_mode=mode)
+
+
+def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Path:
+    """Train on the source domain unless the checkpoint exists; returns the checkpoint path."""
+    out = pretrained_path(cfg)
+    if out.is_file():
+        read_checkpoint(out)  # fail loudly on a corrupt cache rather than later
+        log.info("using cached source-pretrained checkpoint %s", out)
+        return out
+    pc = cfg.pretrain
+    device = device or init_distributed(cfg.run.device)[1]
+    seed_everything(pc.seed)
+    from scwm.data import load_dataset
+
+    ensure_synthetic(pc.root, pc.preset, pc.seed)
+    source = load_dataset("synthetic", pc.root)
+    relabeled, _ = relabel_pids(source.train)
+    labels = np.array([r.pid for r in relabeled], dtype=np.int64)
+    num_classes = int(labels.max()) + 1
+    spec = model_spec(cfg)
+    spec.part_mode = "learned"
+    model = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts, num_classes=num_classes).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=pc.lr, weight_decay=pc.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=pc.epochs)
+    state_path = out.with_suffix(".state.pt")
+    metrics = MetricsLog(out.with_suffix(".metrics.jsonl"))
+    start = 0
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["epoch"]) + 1
+        metrics.truncate_after(start - 1)
+        log.info("resuming source pretraining at epoch %d from %s", start + 1, state_path)
+    camids = [r.camid for r in source.train]
+    tf = TrainTransform(cfg.data.height, cfg.data.width)
+    ds = ReIDImageDataset(source.train, tf, labels=labels)
+    log.info("source pretraining: %d images, %d identities, %d epochs x %d iterations -> %s",
+             len(ds), num_classes, pc.epochs, pc.iters, out)
+    for epoch in range(start, pc.epochs):
+        sampler = IdentityBatchSampler(labels, camids, pc.batch_size, pc.num_instances, pc.iters, seed=pc.seed)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                            collate_fn=collate_skip_none)
+        model.train()
+        tic, seen, sums = time.time(), 0, {"ce": 0.0, "triplet": 0.0, "acc": 0.0}
+        bar = tqdm(loader, desc=f"pretrain {epoch + 1}/{pc.epochs}", disable=not cfg.run.progress)
+        for batch in bar:
+            if batch is None:
+                continue
+            x, y = batch["image"].to(device), batch["label"].to(device)
+            with autocast_context(device, cfg.run.precision):
+                o = model(x, with_logits=True)
+            logits = o.global_logits.float()
+            ce = F.cross_entropy(logits, y, label_smoothing=pc.label_smoothing)
+            tri = batch_hard_triplet_loss(o.global_feat.float(), y, pc.triplet_margin)
+            loss = ce + tri
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite pretraining loss at epoch {epoch + 1}; "
+                                         f"last good state: {state_path}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(y)
+            sums["ce"] += float(ce.detach())
+            sums["triplet"] += float(tri.detach())
+            sums["acc"] += float((logits.argmax(1) == y).float().mean())
+            bar.set_postfix(ce=f"{float(ce):.3f}", tri=f"{float(tri):.3f}")
+        sched.step()
+        n = max(1, len(loader))
+        rec = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
+               "images_per_s": seen / max(time.time() - tic, 1e-9), "lr": opt.param_groups[0]["lr"]}
+        metrics.append(rec)
+        log.info("pretrain epoch %d: %s", epoch + 1,
+                 ", ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"))
+        atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                       "scheduler": sched.state_dict(), "epoch": epoch})
+    if not math.isfinite(sums["ce"]):
+        raise FloatingPointError("pretraining diverged")
+    save_checkpoint(out, model, spec, kind="source-pretrain", config=cfg.model_dump(),
+                    num_classes=num_classes)
+    state_path.unlink(missing_ok=True)
+    log.info("saved source-pretrained checkpoint %s", out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, ns = config_from_args(argv, prog="python -m training.pretrain")
+    if ns.print_config:
+        print(cfg.pretrain.model_dump())
+        return pretrained_path(cfg)
+    setup_logging()
+    return run_pretraining(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The full SCWM loop: ``python -m training.run [--preset NAME] [--config FILE] [--section.field VALUE ...]``.
+
+Each epoch: a clustering stage (features, Jaccard + DBSCAN pseudo identities, spatial cascaded
+clustering into pseudo part masks, kNN-IoU difficulty, memory and classifier initialisation) and a
+training stage (weighted memory, wNCE, part separation, parsing + diversity, part classification).
+
+With no arguments (preset ``synthetic``) it generates the synthetic source and target worlds if
+absent, pretrains on the source if no checkpoint is cached, runs SCWM on the target, evaluates, and
+prints where the results and checkpoints are. Multi-GPU / multi-node: launch with ``torchrun``.
+Outputs in ``run.output``: ``checkpoint.pt`` (last epoch, resumable), ``model.pt`` (final weights for
+serving), ``metrics.jsonl``, ``curves.png``, ``config.yaml``, ``results.json``, ``train.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from scwm.models import SCWMNet, convert_to_chunked_bn, save_checkpoint
+from scwm.models.backbone import extract_backbone_state, load_state_dict_report
+from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, seed_everything
+
+from .common import (
+    MetricsLog,
+    broadcast_object,
+    evaluate,
+    init_distributed,
+    load_train_dataset,
+    plot_metrics,
+    setup_logging,
+)
+from .config import TrainConfig, config_from_args
+from .pretrain import model_spec, run_pretraining
+from .stages import ClusterTargets, clustering_stage, train_epoch
+
+log = logging.getLogger("scwm")
+
+# Fields that may change between a run and its resumption without invalidating the checkpoint.
+_RESUME_FREE = {("run", "resume"), ("run", "progress"), ("run", "eval_every"), ("run", "save_every"),
+                ("run", "device"), ("run", "eval_batch_size"), ("data", "num_workers"), ("optim", "epochs")}
+
+
+def _config_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.model_dump()
+    for section, name in _RESUME_FREE:
+        d[section].pop(name, None)
+    return d
+
+
+def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
+    """The network with its initial weights (random, ImageNet, a checkpoint, or source pretraining)."""
+    spec = model_spec(cfg)
+    weights = cfg.model.weights
+    init = None if weights in (None, "", "none", "pretrain") else weights
+    net = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts, weights=init if init == "imagenet" else None,
+                  part_mode=spec.part_mode)
+    path = run_pretraining(cfg, device) if weights == "pretrain" else (
+        Path(init) if init not in (None, "imagenet") else None)
+    if path is not None:
+        load_initial_weights(net, path)
+    if spec.part_mode == "stripes":
+        net.part_head.requires_grad_(False)
+    if cfg.model.bn_chunks > 1:
+        convert_to_chunked_bn(net, cfg.model.bn_chunks)
+    return net.to(device)
+
+
+def load_initial_weights(net: SCWMNet, path: Path) -> None:
+    """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"initial weights not found: {path}")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
+    full = {k.removeprefix("module."): v for k, v in state.items() if "classifier" not in k}
+    if any(k.startswith("backbone.") for k in full):
+        load_state_dict_report(net, full, str(path))
+    else:
+        load_state_dict_report(net.backbone, extract_backbone_state(obj, str(path)), str(path))
+    log.info("initial weights from %s", path)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Step schedule of Sec. 4.2: lr / 10 every ``optim.step_size`` epochs."""
+    return cfg.optim.lr * (0.1 ** (epoch // cfg.optim.step_size))
+
+
+class Trainer:
+    """Holds the state of one SCWM run; :meth:`fit` runs the epochs."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.env, self.device = init_distributed(cfg.run.device)
+        self.out = cfg.output_dir
+        setup_logging(self.out, self.env.rank)
+        seed_everything(cfg.run.seed + self.env.rank)
+        if cfg.run.precision == "amp" and self.device.type != "cuda":
+            log.warning("precision 'amp' needs CUDA; running in fp32 on %s", self.device)
+        self.dataset = load_train_dataset(cfg)
+        self.train_records = self.dataset.train
+        if len(self.train_records) < 2:
+            raise ValueError(f"{cfg.data.root}: need at least 2 training images, found {len(self.train_records)}")
+        pids = np.array([r.pid for r in self.train_records])
+        self.gt_pids = pids if (pids >= 0).all() else None
+        self.has_eval = bool(self.dataset.query) and bool(self.dataset.gallery)
+        self.net = build_model(cfg, self.device)
+        self.spec = model_spec(cfg, self.dataset.part_names)
+        backbone_params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(backbone_params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.run.precision == "amp" and self.device.type == "cuda" \
+            else None
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self.masks: torch.Tensor | None = None
+        self.start_epoch = 0
+        self.ckpt_path = self.out / "checkpoint.pt"
+
+    # ------------------------------------------------------------------------------------ persistence
+    def save(self, epoch: int) -> None:
+        if not self.env.is_main:
+            return
+        atomic_torch_save(self.ckpt_path, {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
+            "masks": self.masks, "config": _config_fingerprint(self.cfg), "spec": self.spec.to_dict(),
+            "rng": torch.get_rng_state(),
+        })
+
+    def try_resume(self) -> None:
+        if not (self.cfg.run.resume and self.ckpt_path.is_file()):
+            return
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("config") != _config_fingerprint(self.cfg):
+            raise ValueError(f"{self.ckpt_path} was written by a different configuration; use another "
+                             "run.output, delete it, or pass --run.resume false to start over")
+        self.net.load_state_dict({k: v for k, v in state["model"].items() if "classifier" not in k},
+                                 strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.masks = state.get("masks")
+        torch.set_rng_state(state["rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.metrics.truncate_after(int(state["epoch"]))
+        log.info("resumed from %s after epoch %d", self.ckpt_path, self.start_epoch)
+
+    # -------------------------------------------------------------------------------------- epochs
+    def cluster(self, epoch: int) -> ClusterTargets | None:
+        targets = None
+        if self.env.is_main:
+            targets = clustering_stage(self.net, self.train_records, self.cfg, epoch, self.device, self.masks,
+                                       self.gt_pids)
+        return broadcast_object(targets, self.env)
+
+    def fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.env.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode())
+        self.try_resume()
+        log.info("SCWM on %s (%d train images) for %d epochs, output %s", cfg.data.root,
+                 len(self.train_records), cfg.optim.epochs, self.out)
+        result: dict[str, Any] = {}
+        for epoch in range(self.start_epoch, cfg.optim.epochs):
+            tic = time.time()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
+            targets = self.cluster(epoch)
+            rec: dict[str, Any] = {"epoch": epoch, "lr": lr_at(cfg, epoch), **targets.stats}
+            if targets.num_clusters < 2:
+                log.warning("epoch %d: DBSCAN found %d usable cluster(s) (eps=%.3g); skipping the training "
+                            "stage. Try a larger cluster.eps.", epoch + 1, targets.num_clusters, cfg.cluster.eps)
+                rec["skipped"] = True
+            else:
+                self.masks = targets.soft_masks
+                self.net.reset_classifiers(targets.num_clusters, targets.memory.global_centroids,
+                                           targets.memory.part_centroids)
+                cls_opt = torch.optim.Adam([self.net.global_classifier, self.net.part_classifier],
+                                           lr=lr_at(cfg, epoch), weight_decay=cfg.optim.weight_decay)
+                model: torch.nn.Module = self.net
+                if self.env.enabled:
+                    model = DDP(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                rec.update(train_epoch(model, self.net, self.train_records, targets, cfg, epoch,
+                                       [self.optimizer, cls_opt], self.device, self.env, self.scaler))
+            last = epoch == cfg.optim.epochs - 1
+            if self.has_eval and self.env.is_main and (last or (cfg.run.eval_every and
+                                                                (epoch + 1) % cfg.run.eval_every == 0)):
+                res = evaluate(self.net, self.dataset, cfg, self.device)
+                rec.update({"mAP": res.mAP, "rank1": res.rank1, "rank5": res.rank(5), "rank10": res.rank(10),
+                            "mINP": res.mINP})
+                result = rec
+            rec["time_epoch_s"] = time.time() - tic
+            if self.env.is_main:
+                self.metrics.append(rec)
+                log.info("epoch %d/%d: %s", epoch + 1, cfg.optim.epochs, _fmt(rec))
+                if last or (epoch + 1) % cfg.run.save_every == 0:
+                    self.save(epoch)
+        return self.finish(result)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        if not self.env.is_main:
+            return result
+        model_path = self.out / "model.pt"
+        save_checkpoint(model_path, self.net, self.spec, config=self.cfg.model_dump(), kind="scwm")
+        plot = plot_metrics(self.metrics.path, self.out / "curves.png")
+        summary = {"model": str(model_path), "checkpoint": str(self.ckpt_path), "metrics": str(self.metrics.path),
+                   "curves": str(plot) if plot else None,
+                   "final": {k: result[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in result}}
+        atomic_write_json(self.out / "results.json", summary)
+        return summary
+
+
+def _fmt(rec: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items() if k != "epoch")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg, ns = config_from_args(argv)
+    if ns.print_config:
+        print(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        return {}
+    trainer = Trainer(cfg)
+    summary = trainer.fit()
+    if trainer.env.is_main:
+        final = summary.get("final", {})
+        if final:
+            print(f"\nSCWM finished: mAP {100 * final['mAP']:.1f}%, Rank-1 {100 * final['rank1']:.1f}% "
+                  f"on {cfg.data.root} (query/gallery).")
+        else:
+            print("\nSCWM finished (no labelled query/gallery split to evaluate on).")
+        print(f"  final model:   {summary['model']}  (export: python -m serving.export --checkpoint "
+              f"{summary['model']})")
+        print(f"  checkpoint:    {summary['checkpoint']}")
+        print(f"  metrics:       {summary['metrics']}  plot: {summary['curves']}")
+        print(f"  results:       {trainer.out / 'results.json'}")
+    if trainer.env.enabled:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
