@@ -247,4 +247,5 @@ def evaluate(model: SCWMNet, dataset: ReIDDataset, cfg: TrainConfig, device: tor
 
     q_pids, q_cams = meta(dataset.query, q["index"])
     g_pids, g_cams = meta(dataset.gallery, gal["index"])
-    return evaluate_features(q["global"], gal["global"], q_pids, g_pids, q_cams, g_cams, device=device)
+    return evaluate_features(q["global"], gal["global"], q_pids, g_pids, q_cams, g_cams, device=device,
+                             max_rank=min(50, len(g_pids)))

@@ -125,7 +125,7 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
             sums["ce"] += float(ce.detach())
             sums["triplet"] += float(tri.detach())
             sums["acc"] += float((logits.argmax(1) == y).float().mean())
-            bar.set_postfix(ce=f"{float(ce):.3f}", tri=f"{float(tri):.3f}")
+            bar.set_postfix(ce=f"{float(ce.detach()):.3f}", tri=f"{float(tri.detach()):.3f}")
         sched.step()
         n = max(1, len(loader))
         rec = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
