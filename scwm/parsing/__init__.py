@@ -1,0 +1,36 @@
+"""Self-learned human parsing: spatial cascaded clustering (Sec. 3.2, Eq. 2), mask smoothing (Eq. 3),
+and parsing-quality metrics against ground-truth part masks."""
+
+from scwm.parsing.cascaded import (
+    DEFAULT_ETA,
+    LINKAGES,
+    batched_agglomerative,
+    batched_kmeans,
+    corrected_distance_matrix,
+    default_far_value,
+    foreground_mask,
+    norm_saliency,
+    order_parts_top_to_bottom,
+    spatial_cascaded_clustering,
+)
+from scwm.parsing.metrics import ParsingConfusion, horizontal_stripes, parsing_scores
+from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
+
+__all__ = [
+    "DEFAULT_ETA",
+    "LINKAGES",
+    "ParsingConfusion",
+    "batched_agglomerative",
+    "batched_kmeans",
+    "corrected_distance_matrix",
+    "default_far_value",
+    "foreground_mask",
+    "horizontal_stripes",
+    "labels_to_onehot",
+    "mask_momentum",
+    "norm_saliency",
+    "order_parts_top_to_bottom",
+    "parsing_scores",
+    "smooth_masks",
+    "spatial_cascaded_clustering",
+]
