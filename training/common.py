@@ -104,7 +104,7 @@ def plot_metrics(jsonl: Path, png: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def ensure_synthetic(root: str | Path, preset: str, seed: int) -> Path:
+def ensure_synthetic(root: str | Path, preset: str, seed: int, progress: bool = True) -> Path:
     """Generate the synthetic dataset at ``root`` unless a complete one (meta.json) is there."""
     root = Path(root)
     meta = root / "meta.json"
@@ -117,7 +117,7 @@ def ensure_synthetic(root: str | Path, preset: str, seed: int) -> Path:
     from scwm.data.synthetic import generate
 
     log.info("generating synthetic dataset %r (seed %d) into %s", preset, seed, root)
-    generate(preset, root, seed=seed, progress=True, overwrite=True)
+    generate(preset, root, seed=seed, progress=progress, overwrite=True)
     return root
 
 
@@ -125,7 +125,7 @@ def load_train_dataset(cfg: TrainConfig) -> ReIDDataset:
     """The configured dataset, generating the synthetic one first when needed."""
     d = cfg.data
     if d.kind == "synthetic":
-        ensure_synthetic(d.root, d.synthetic_preset, d.synthetic_seed)
+        ensure_synthetic(d.root, d.synthetic_preset, d.synthetic_seed, cfg.run.progress)
     kwargs = {"camera_regex": d.camera_regex} if d.kind == "folder" else {}
     return load_dataset(d.kind, d.root, **kwargs)
 

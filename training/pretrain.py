@@ -70,7 +70,7 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
     seed_everything(pc.seed)
     from scwm.data import load_dataset
 
-    ensure_synthetic(pc.root, pc.preset, pc.seed)
+    ensure_synthetic(pc.root, pc.preset, pc.seed, cfg.run.progress)
     source = load_dataset("synthetic", pc.root)
     relabeled, _ = relabel_pids(source.train)
     labels = np.array([r.pid for r in relabeled], dtype=np.int64)
