@@ -10,6 +10,7 @@ It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``, ``p
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import time
@@ -59,8 +60,22 @@ def model_spec(cfg: TrainConfig, part_names: list[str] | None = None) -> ModelSp
 
 
 def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Path:
-    """Train on the source domain unless the checkpoint exists; returns the checkpoint path."""
+    """Train on the source domain unless the checkpoint exists; returns the checkpoint path.
+
+    An exclusive file lock next to the checkpoint makes concurrent callers (DDP ranks, parallel
+    experiments) wait for one pretraining instead of all writing the same file.
+    """
     out = pretrained_path(cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _pretrain_locked(cfg, out, device)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -> Path:
     if out.is_file():
         read_checkpoint(out)  # fail loudly on a corrupt cache rather than later
         log.info("using cached source-pretrained checkpoint %s", out)

@@ -1,0 +1,757 @@
+"""Resumable harness for the paper's experiments (Tables 1-3, Fig. 5, peers) on the synthetic world.
+
+``python -m benchmarks.experiments run --preset synthetic --targets market msmt --seeds 0 1 2 --only table1``
+trains every selected (target, experiment, seed) into ``benchmarks/results/runs/<target>/<experiment>/seed<k>/``
+and writes ``result.json`` there; ``python -m benchmarks.experiments report`` aggregates them into
+``docs/RESULTS.md`` (mean ± sample standard deviation over seeds, the paper's numbers beside ours, whether
+the paper's orderings hold) with the Fig. 5 sweep plots in ``docs/results/``.
+
+Each training runs as a subprocess (``python -m training.run``) rather than in-process: a run gets a
+fresh interpreter (no logging handlers, RNG, thread or allocator state leaking from the previous run),
+a crash or out-of-memory kill of one run cannot take down the harness, and its console output goes to
+``harness.log`` in the run directory. A directory with ``result.json`` is skipped; an interrupted run is
+relaunched with the same ``--run.output`` and resumes from its ``checkpoint.pt`` (training's own
+``--run.resume``). Experiments whose resolved configuration is identical (e.g. Table 3 "weighted" and
+Table 1 "+WM+SCC") are trained once and the result is copied (``alias_of``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from scwm.utils import atomic_write_bytes, atomic_write_json
+from training.config import PRESETS, config_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results" / "runs"
+REPORT_PATH = ROOT / "docs" / "RESULTS.md"
+PLOTS_DIR = ROOT / "docs" / "results"
+
+PaperNumbers = dict[str, tuple[float, float]]
+"""target -> (mAP, Rank-1) in percent, as printed in the paper."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of a paper table: extra training flags over the base preset and target."""
+
+    name: str
+    group: str
+    label: str
+    flags: tuple[str, ...] = ()
+    paper: PaperNumbers = field(default_factory=dict)
+    param: float | None = None
+    """Swept value (Fig. 5 sweeps only)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An ordering between two experiments by mAP; ``paper`` claims are oriented by the paper's numbers."""
+
+    a: str
+    b: str
+    source: str = "paper"
+
+
+def _p(m_map: float, m_r1: float, s_map: float, s_r1: float) -> PaperNumbers:
+    return {"market": (m_map, m_r1), "msmt": (s_map, s_r1)}
+
+
+_STRIPES = ("--cluster.part_source", "stripes")
+_SCWM = _p(87.5, 94.9, 49.1, 76.5)
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    # Table 1: ablation of each component.
+    Experiment("t1-baseline", "table1", "baseline (PPLR-style stripes)",
+               (*_STRIPES, "--loss.wnce", "false", "--loss.separation", "false"), _p(86.6, 94.5, 46.1, 73.4)),
+    Experiment("t1-wnce", "table1", "+L_wNCE", (*_STRIPES, "--loss.separation", "false"),
+               _p(87.2, 94.4, 47.2, 74.6)),
+    Experiment("t1-wm", "table1", "+L_WM", _STRIPES, _p(87.4, 94.8, 47.9, 76.1)),
+    Experiment("t1-wm-parsing", "table1", "+L_WM + L_parsing (no diversity)", ("--loss.diversity", "false"),
+               _p(84.4, 93.5, 41.4, 70.0)),
+    Experiment("t1-wm-scc", "table1", "+L_WM + L_SCC (SCWM)", (), _SCWM),
+    # Table 2: where the pseudo part masks come from.
+    Experiment("t2-cascaded", "table2", "cascaded clustering", ("--cluster.part_source", "cascaded"),
+               _p(86.2, 94.4, 48.8, 75.9)),
+    Experiment("t2-foreground", "table2", "foreground correction", ("--cluster.part_source", "foreground"),
+               _p(86.9, 95.1, 48.7, 76.0)),
+    Experiment("t2-space", "table2", "space correction", ("--cluster.part_source", "space"),
+               _p(86.5, 94.4, 49.3, 77.0)),
+    Experiment("t2-scc", "table2", "both corrections (SCC)", ("--cluster.part_source", "scc"), _SCWM),
+    # Table 3: memory update strategy.
+    Experiment("t3-average", "table3", "average update", ("--loss.memory_update", "average"),
+               _p(87.2, 94.7, 48.7, 76.0)),
+    Experiment("t3-hardest", "table3", "hardest update", ("--loss.memory_update", "hardest"),
+               _p(87.4, 95.1, 48.3, 75.6)),
+    Experiment("t3-weighted", "table3", "weighted update", ("--loss.memory_update", "weighted"), _SCWM),
+    # Fig. 5: parameter sweeps (the paper gives the values only as a figure, no numbers in the text).
+    *(Experiment(f"eta-{v:g}", "eta", f"eta = {v:g}", ("--cluster.eta", f"{v:g}"), param=v)
+      for v in (1.0, 2.0, 3.0, 4.0, 6.0)),
+    *(Experiment(f"parts-{v}", "parts", f"l = {v}", ("--model.num_parts", str(v)), param=float(v))
+      for v in (3, 4, 5, 6, 7)),
+    # Peers: Table 4 rows that the switches can reproduce.
+    Experiment("peer-cluster-contrast", "peers", "global-only Cluster-Contrast (CCL [9]†)",
+               ("--cluster.part_source", "none", "--loss.part_nce", "false", "--loss.separation", "false",
+                "--loss.part_classification", "false", "--loss.weighted_nce", "false",
+                "--loss.memory_update", "hardest"), _p(82.1, 92.3, 27.6, 56.0)),
+    Experiment("peer-scwm", "peers", "SCWM", (), _SCWM),
+    Experiment("peer-supervised", "peers", "SCWM w/ ground-truth (upper bound)", ("--cluster.supervised", "true"),
+               _p(88.1, 95.3, 60.4, 82.3)),
+    Experiment("peer-wnce-literal", "peers", "SCWM, Eq. 10 as printed (weight inside the log)",
+               ("--loss.wnce_literal", "true")),
+)
+BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
+
+GROUPS: dict[str, str] = {
+    "table1": "Table 1 — ablation of each component",
+    "table2": "Table 2 — part source of the pseudo masks",
+    "table3": "Table 3 — memory update strategy",
+    "eta": "Fig. 5 (left) — spatial threshold eta",
+    "parts": "Fig. 5 (right) — number of parts l",
+    "peers": "Peers (Table 4)",
+}
+
+CLAIMS: dict[str, tuple[Claim, ...]] = {
+    "table1": (Claim("t1-wnce", "t1-baseline"), Claim("t1-wm", "t1-wnce"), Claim("t1-wm-scc", "t1-wm"),
+               Claim("t1-wm-scc", "t1-wm-parsing"), Claim("t1-wm-scc", "t1-baseline")),
+    "table2": (Claim("t2-scc", "t2-cascaded"), Claim("t2-scc", "t2-foreground"), Claim("t2-scc", "t2-space"),
+               Claim("t2-foreground", "t2-cascaded"), Claim("t2-space", "t2-cascaded")),
+    "table3": (Claim("t3-weighted", "t3-average"), Claim("t3-weighted", "t3-hardest"),
+               Claim("t3-hardest", "t3-average")),
+    "peers": (Claim("peer-scwm", "peer-cluster-contrast"), Claim("peer-supervised", "peer-scwm"),
+              Claim("peer-scwm", "peer-wnce-literal", source="expected")),
+}
+
+PAPER_BEST: dict[str, dict[str, float]] = {"parts": {"market": 4, "msmt": 7}}
+"""Best sweep value stated in the paper's text (Sec. 4.3); for eta it only says both extremes are worse."""
+
+TARGETS: dict[str, tuple[str, ...]] = {
+    "market": ("--data.synthetic_preset", "market", "--data.root", "data/synthetic/market-seed0",
+               "--cluster.eps", "0.5", "--model.num_parts", "4"),
+    "msmt": ("--data.synthetic_preset", "msmt", "--data.root", "data/synthetic/msmt-seed0",
+             "--cluster.eps", "0.7", "--model.num_parts", "7"),
+    "tiny": ("--data.synthetic_preset", "tiny", "--data.root", "data/synthetic/tiny-seed0",
+             "--cluster.eps", "0.6", "--model.num_parts", "4"),
+}
+"""Data settings per target; ``tiny`` only checks the harness (no paper numbers)."""
+PAPER_TARGETS = {"market": "Market-1501", "msmt": "MSMT17"}
+
+SWEEP_NOTES = {
+    "eta": "The paper shows this sweep only as a figure (Fig. 5, Market-1501, no numbers in the text); it states "
+           "that both a small and a large eta give a slightly lower mAP.",
+    "parts": "The paper shows this sweep only as a figure (Fig. 5, Market-1501, no numbers in the text); it states "
+             "that l = 4 is best on Market-1501 and l = 7 on MSMT17.",
+}
+
+PARSING_KEYS = ("pseudo_mask_miou", "pseudo_mask_fg_iou", "pred_mask_miou", "pred_mask_fg_iou",
+                "num_clusters", "cluster_nmi", "cluster_ari")
+
+
+# ---------------------------------------------------------------------------------------------- planning
+@dataclass
+class Job:
+    """One training run of the plan."""
+
+    target: str
+    experiment: Experiment
+    seed: int
+    argv: list[str]
+    out: Path
+    fingerprint: str
+    preset: str = "synthetic"
+    extra: tuple[str, ...] = ()
+    canonical: Job | None = None
+    """Earlier job with the identical resolved config: this one copies its result."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.target}/{self.experiment.name}/seed{self.seed}"
+
+    @property
+    def result_path(self) -> Path:
+        return self.out / "result.json"
+
+
+def run_dir(results_dir: Path, target: str, experiment: str, seed: int) -> Path:
+    return results_dir / target / experiment / f"seed{seed}"
+
+
+def build_argv(preset: str, target: str, exp: Experiment, seed: int, out: Path, extra: Sequence[str]) -> list[str]:
+    """Training flags: preset < target < experiment < ``extra`` < seed and output (later flags win)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    return ["--preset", preset, *TARGETS[target], *exp.flags, *extra, "--run.seed", str(seed),
+            "--run.output", str(out), "--run.progress", "false"]
+
+
+def resolve_config(argv: list[str]) -> dict[str, Any]:
+    """The validated training config for ``argv`` as a dict (ValueError with the reason if invalid)."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            cfg, _ = config_from_args(argv)
+    except SystemExit as exc:
+        raise ValueError(f"invalid training flags {shlex.join(argv)}:\n{err.getvalue().strip()}") from exc
+    return cfg.model_dump()
+
+
+def fingerprint(argv: list[str]) -> str:
+    """Hash of the resolved config without the output location (equal hash = the same training)."""
+    cfg = resolve_config(argv)
+    cfg["run"].pop("output", None)
+    cfg["run"].pop("progress", None)
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def select(only: Sequence[str] | None) -> list[Experiment]:
+    """Experiments named by group or experiment name (all when ``only`` is empty), in table order."""
+    if not only:
+        return list(EXPERIMENTS)
+    unknown = [o for o in only if o not in GROUPS and o not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown experiment(s)/group(s) {unknown}; groups: {', '.join(GROUPS)}; "
+                         f"experiments: {', '.join(BY_NAME)}")
+    return [e for e in EXPERIMENTS if e.group in only or e.name in only]
+
+
+def plan(preset: str, targets: Sequence[str], seeds: Sequence[int], only: Sequence[str] | None,
+         extra: Sequence[str], results_dir: Path) -> list[Job]:
+    """All selected jobs; a job whose config equals an earlier experiment's (in table order) aliases it."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    chosen = {e.name for e in select(only)}
+    jobs: list[Job] = []
+    for target in targets:
+        for seed in seeds:
+            first: dict[str, Job] = {}
+            for exp in EXPERIMENTS:  # all experiments, so that a selected alias finds its canonical run
+                out = run_dir(results_dir, target, exp.name, seed)
+                argv = build_argv(preset, target, exp, seed, out, extra)
+                fp = fingerprint(argv)
+                job = Job(target, exp, seed, argv, out, fp, preset, tuple(extra), canonical=first.get(fp))
+                first.setdefault(fp, job)
+                if exp.name in chosen:
+                    jobs.append(job)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------- running
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def status(job: Job) -> str:
+    """``done``, ``stale`` (done with another config), ``alias`` (copies another run), ``resume`` or ``new``."""
+    if job.result_path.is_file():
+        old = _read_json(job.result_path) or {}
+        return "done" if old.get("fingerprint") == job.fingerprint else "stale"
+    if job.canonical is not None:
+        return "alias"
+    if (job.out / "checkpoint.pt").is_file():
+        return "resume"
+    return "new"
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[bool]:
+    """Exclusive per-run lock file; yields False if another live process holds it."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".harness.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # stale lock of a dead harness
+                continue
+            except PermissionError:
+                pass
+            yield False
+            return
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def _launch(cmd: list[str], log_path: Path) -> int:
+    """Run one training subprocess from the project root, console output appended to ``log_path``."""
+    with open(log_path, "ab") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}\n".encode())
+        fh.flush()
+        return subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path.resolve())
+
+
+def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
+    """The harness record of a finished run (from training's results.json and metrics.jsonl)."""
+    summary = _read_json(job.out / "results.json")
+    if summary is None:
+        raise RuntimeError(f"{job.key}: training exited cleanly but wrote no readable results.json")
+    metrics = job.out / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
+        if metrics.is_file() else []
+    last = records[-1] if records else {}
+    return {
+        "experiment": job.experiment.name, "label": job.experiment.label, "group": job.experiment.group,
+        "target": job.target, "seed": job.seed, "preset": job.preset, "extra": list(job.extra),
+        "argv": job.argv, "fingerprint": job.fingerprint,
+        "final": summary.get("final", {}),
+        "last_epoch": {"epoch": last.get("epoch"), **{k: last[k] for k in PARSING_KEYS if k in last}},
+        "epochs": len(records),
+        "wall_time_s": round(wall_time_s, 1),
+        "train_time_s": round(sum(float(r.get("time_epoch_s", 0.0)) for r in records), 1),
+        "metrics": _display_path(metrics), "model": summary.get("model"),
+        "git_commit": _git_commit(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def execute(job: Job, python: str) -> dict[str, Any] | None:
+    """Train ``job`` (resuming if interrupted before) and write its result.json; None on failure."""
+    with run_lock(job.out) as got:
+        if not got:
+            print(f"  {job.key}: locked by another harness process, skipped")
+            return None
+        if job.result_path.is_file():  # finished by another process meanwhile
+            return _read_json(job.result_path)
+        tic = time.time()
+        log_path = job.out / "harness.log"
+        rc = _launch([python, "-m", "training.run", *job.argv], log_path)
+        if rc != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:] if log_path.is_file() else []
+            print(f"  {job.key}: FAILED (exit {rc}); last lines of {log_path}:\n    " + "\n    ".join(tail))
+            return None
+        result = collect_result(job, time.time() - tic)
+        atomic_write_json(job.result_path, result)
+        return result
+
+
+def write_alias(job: Job, source: dict[str, Any]) -> dict[str, Any]:
+    """Copy the canonical run's result under this experiment's name."""
+    assert job.canonical is not None
+    result = {**source, "experiment": job.experiment.name, "label": job.experiment.label,
+              "group": job.experiment.group, "argv": job.argv, "alias_of": job.canonical.key}
+    atomic_write_json(job.result_path, result)
+    return result
+
+
+def _fmt_final(result: dict[str, Any] | None) -> str:
+    final = (result or {}).get("final") or {}
+    if "mAP" not in final:
+        return "no evaluation"
+    return f"mAP {100 * final['mAP']:.1f}%, R1 {100 * final['rank1']:.1f}%"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    extra = [tok for chunk in args.extra or [] for tok in shlex.split(chunk)]
+    jobs = plan(args.preset, args.targets, args.seeds, args.only, extra, Path(args.results_dir))
+    print(f"{len(jobs)} run(s): preset {args.preset}, targets {' '.join(args.targets)}, seeds "
+          f"{' '.join(map(str, args.seeds))}" + (f", extra {shlex.join(extra)}" if extra else ""))
+    if args.dry_run:
+        for job in jobs:
+            st = status(job)
+            note = f" (same config as {job.canonical.key})" if job.canonical is not None and st == "alias" else ""
+            note += " (recorded with a different config; delete the directory to rerun)" if st == "stale" else ""
+            print(f"[{st:>6}] {job.key}{note}\n         python -m training.run {shlex.join(job.argv)}")
+        return 0
+    failed = 0
+    for i, job in enumerate(jobs, 1):
+        head = f"[{i}/{len(jobs)}] {job.key}"
+        st = status(job)
+        if st in ("done", "stale"):
+            warn = " (WARNING: recorded with a different config; delete it to rerun)" if st == "stale" else ""
+            print(f"{head}: done, skipped{warn}")
+            continue
+        if job.canonical is not None:
+            canon = job.canonical
+            source = _read_json(canon.result_path) if canon.result_path.is_file() else None
+            if source is None:
+                print(f"{head}: same config as {canon.key}, training that first")
+                source = execute(canon, args.python)
+            if source is None:
+                failed += 1
+                continue
+            if source.get("fingerprint") != job.fingerprint:
+                print(f"{head}: WARNING: {canon.key} was recorded with a different config; not copied")
+                continue
+            write_alias(job, source)
+            print(f"{head}: same config as {canon.key}: {_fmt_final(source)}")
+            continue
+        print(f"{head}: {'resuming' if st == 'resume' else 'training'} -> {_display_path(job.out)}", flush=True)
+        result = execute(job, args.python)
+        if result is None:
+            failed += 1
+        else:
+            print(f"{head}: {_fmt_final(result)} in {result.get('wall_time_s', 0):.0f} s", flush=True)
+    print(f"finished: {len(jobs) - failed} ok, {failed} failed")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------------- report
+@dataclass
+class Stat:
+    """Mean and sample standard deviation (None for n < 2) of one metric over seeds."""
+
+    mean: float
+    sd: float | None
+    n: int
+
+    def fmt(self, scale: float = 100.0) -> str:
+        if self.sd is None:
+            return f"{scale * self.mean:.1f} (n=1)"
+        return f"{scale * self.mean:.1f} ± {scale * self.sd:.1f}"
+
+
+def mean_sd(values: Sequence[float]) -> Stat | None:
+    """Mean and sample (n-1) standard deviation; None for no values."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None
+    n = len(vals)
+    mean = sum(vals) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+    return Stat(mean, sd, n)
+
+
+def load_results(results_dir: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """All result.json files, keyed by (target, experiment), one per seed."""
+    out: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for path in sorted(results_dir.glob("*/*/seed*/result.json")):
+        res = _read_json(path)
+        if res is None:
+            print(f"warning: unreadable {path}, ignored", file=sys.stderr)
+            continue
+        target, exp = path.parts[-4], path.parts[-3]
+        out.setdefault((target, exp), {})[int(res.get("seed", path.parent.name.removeprefix("seed")))] = res
+    return {k: [v[s] for s in sorted(v)] for k, v in out.items()}
+
+
+def metric_stat(runs: list[dict[str, Any]], key: str) -> Stat | None:
+    """Stat of ``final[key]`` or, failing that, ``last_epoch[key]`` over runs."""
+    vals = []
+    for r in runs:
+        v = (r.get("final") or {}).get(key, (r.get("last_epoch") or {}).get(key))
+        if isinstance(v, (int, float)):
+            vals.append(float(v))
+    return mean_sd(vals)
+
+
+def verdict(claim: Claim, target: str, stats: dict[str, Stat | None]) -> str:
+    """``"A > B (paper x vs y): yes|no [(difference inside the spread)]"``, or why it cannot be judged."""
+    a, b = BY_NAME[claim.a], BY_NAME[claim.b]
+    pa, pb = a.paper.get(target), b.paper.get(target)
+    if claim.source == "paper" and pa and pb and pa[0] < pb[0]:
+        a, b, pa, pb = b, a, pb, pa  # orient the claim as the paper's numbers on this target
+    tie = claim.source == "paper" and pa is not None and pb is not None and pa[0] == pb[0]
+    text = f"{a.label} {'≈' if tie else '>'} {b.label}"
+    if pa and pb:
+        text += f" (paper {pa[0]:.1f} vs {pb[0]:.1f})"
+    else:
+        text += " (paper's claim)" if claim.source == "paper" else " (expected; not in the paper)"
+    sa, sb = stats.get(a.name), stats.get(b.name)
+    if sa is None or sb is None:
+        return f"{text}: not run"
+    diff = sa.mean - sb.mean
+    spread = None if sa.sd is None or sb.sd is None else sa.sd + sb.sd
+    inside = spread is not None and abs(diff) < spread
+    if tie:
+        ans = "yes" if inside else "no"
+    else:
+        ans = "yes" if diff > 0 else "no"
+    if spread is None:
+        note = " (single seed, spread unknown)"
+    elif inside and not tie:
+        note = " (difference inside the spread)"
+    else:
+        note = ""
+    return f"{text}: {ans}{note} — ours {100 * sa.mean:.1f} vs {100 * sb.mean:.1f}"
+
+
+def _paper_cell(exp: Experiment, target: str) -> tuple[str, str]:
+    p = exp.paper.get(target)
+    return (f"{p[0]:.1f}", f"{p[1]:.1f}") if p else ("—", "—")
+
+
+def _targets_to_show(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    found = {t for t, _ in results}
+    return [*PAPER_TARGETS, *sorted(found - set(PAPER_TARGETS))]
+
+
+def _setup_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """One line per (target, preset, extra flags) with its number of runs and seeds."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for (target, _), runs in results.items():
+        for r in runs:
+            if r.get("alias_of"):
+                continue
+            extra = shlex.join(r["extra"]) if isinstance(r.get("extra"), list) else "?"
+            groups.setdefault((target, str(r.get("preset", "?")), extra), []).append(int(r.get("seed", -1)))
+    lines = []
+    for (target, preset, extra), seeds in sorted(groups.items()):
+        flags = shlex.join(TARGETS.get(target, ()))
+        lines.append(f"- `{target}`: {len(seeds)} trained run(s), seeds {sorted(set(seeds))}: `python -m training.run "
+                     f"--preset {preset} {flags} <experiment flags> {extra} --run.seed K`".replace("  ", " "))
+    return lines or ["- no runs yet"]
+
+
+def fill_aliases(results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Add missing (target, experiment, seed) entries whose resolved config equals a finished run's."""
+    cache: dict[tuple[str, str, str, tuple[str, ...], int], str] = {}
+    for target in sorted({t for t, _ in results}):
+        done = [r for (t, _), runs in results.items() if t == target for r in runs
+                if r.get("fingerprint") and isinstance(r.get("extra"), list) and r.get("preset") in PRESETS]
+        for exp in EXPERIMENTS:
+            have = {int(r.get("seed", -1)) for r in results.get((target, exp.name), [])}
+            for r in done:
+                seed = int(r["seed"])
+                if seed in have or target not in TARGETS:
+                    continue
+                key = (target, exp.name, r["preset"], tuple(r["extra"]), seed)
+                if key not in cache:
+                    argv = build_argv(r["preset"], target, exp, seed, Path("unused"), r["extra"])
+                    try:
+                        cache[key] = fingerprint(argv)
+                    except ValueError:
+                        cache[key] = ""
+                if cache[key] == r["fingerprint"]:
+                    alias = {**r, "experiment": exp.name, "alias_of": f"{target}/{r['experiment']}/seed{seed}"}
+                    results.setdefault((target, exp.name), []).append(alias)
+                    have.add(seed)
+    for key, runs in results.items():
+        results[key] = sorted(runs, key=lambda r: int(r.get("seed", -1)))
+
+
+def _plot_sweep(group: str, results: dict[tuple[str, str], list[dict[str, Any]]], targets: list[str],
+                path: Path) -> bool:
+    """mAP and pseudo-mask mIoU against the swept value (mean ± sd error bars); False if nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = [e for e in EXPERIMENTS if e.group == group]
+    series = []
+    for target in targets:
+        pts = []
+        for e in exps:
+            runs = results.get((target, e.name), [])
+            m, q = metric_stat(runs, "mAP"), metric_stat(runs, "pseudo_mask_miou")
+            if m is not None:
+                pts.append((e.param, m, q))
+        if pts:
+            series.append((target, pts))
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for target, pts in series:
+        xs = [p[0] for p in pts]
+        for ax, idx in ((axes[0], 1), (axes[1], 2)):
+            sub = [(x, p[idx]) for x, p in zip(xs, pts, strict=True) if p[idx] is not None]
+            if sub:
+                ax.errorbar([s[0] for s in sub], [100 * s[1].mean for s in sub],
+                            yerr=[100 * (s[1].sd or 0.0) for s in sub], marker="o", capsize=3,
+                            label=PAPER_TARGETS.get(target, target))
+    symbol = "eta" if group == "eta" else "l (parts)"
+    for ax, title in ((axes[0], "mAP (%)"), (axes[1], "pseudo-mask part mIoU (%)")):
+        ax.set_xlabel(symbol)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{GROUPS[group]} (synthetic world, mean ± sd over seeds)", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return True
+
+
+def _sweep_verdict(group: str, target: str, stats: dict[str, Stat | None]) -> str:
+    exps = [e for e in EXPERIMENTS if e.group == group and stats.get(e.name) is not None]
+    if len(exps) < 2:
+        return "not run (fewer than 2 values)"
+    ranked = sorted(exps, key=lambda e: stats[e.name].mean, reverse=True)  # type: ignore[union-attr]
+    best, second = ranked[0], ranked[1]
+    sb, s2 = stats[best.name], stats[second.name]
+    assert sb is not None and s2 is not None
+    spread = "" if sb.sd is None or s2.sd is None else (
+        f"; runner-up {second.label} within the spread" if sb.mean - s2.mean < sb.sd + s2.sd else "")
+    ours = f"ours best {best.label} ({100 * sb.mean:.1f}) of {len(exps)} values run{spread}"
+    if group in PAPER_BEST and target in PAPER_BEST[group]:
+        pbest = PAPER_BEST[group][target]
+        return f"paper best l = {pbest:g}: {'yes' if best.param == pbest else 'no'} — {ours}"
+    params = [e.param for e in EXPERIMENTS if e.group == group]
+    interior = best.param not in (min(params), max(params))  # type: ignore[type-var]
+    return f"paper: both extremes are worse (interior optimum): {'yes' if interior else 'no'} — {ours}"
+
+
+def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
+    """Render RESULTS.md from all result.json files (and write the sweep plots); returns the markdown."""
+    results = load_results(results_dir)
+    fill_aliases(results)
+    targets = _targets_to_show(results)
+    lines = [
+        "# Results: the paper's experiments on the synthetic world",
+        "",
+        "Generated by `python -m benchmarks.experiments report` from "
+        f"`{_display_path(results_dir)}/<target>/<experiment>/seed<k>/result.json` "
+        "(runs: `python -m benchmarks.experiments run ...`). Ours: mean ± sample standard deviation over seeds "
+        "(n = number of seeds), final-epoch mAP / Rank-1 in %. The paper's numbers are for Market-1501 / MSMT17 "
+        "with a SYNTH-PEDES-pretrained ResNet-50; ours come from the synthetic `market` / `msmt` worlds with a "
+        "small backbone and a short schedule, so only the orderings are comparable, not the absolute values. "
+        "An ordering \"holds\" when our mean difference has the paper's sign; a difference smaller than the "
+        "sum of the two standard deviations is flagged as inside the spread.",
+        "",
+        "## Setup",
+        "",
+        *_setup_lines(results),
+    ]
+    for group, title in GROUPS.items():
+        exps = [e for e in EXPERIMENTS if e.group == group]
+        lines += ["", f"## {title}", ""]
+        if group in ("eta", "parts"):
+            png = plots_dir / f"fig5_{group}.png"
+            if _plot_sweep(group, results, targets, png):
+                rel = os.path.relpath(png.resolve(), out.parent.resolve())
+                lines += [f"![{title}]({rel})", ""]
+            lines += [SWEEP_NOTES[group], ""]
+        for target in targets:
+            tname = PAPER_TARGETS.get(target, target)
+            lines += [f"### {tname} (`{target}`)", ""]
+            extra_cols = group in ("table2", "eta", "parts")
+            head = "| experiment | n | mAP | R1 | paper mAP | paper R1 |"
+            rule = "| --- | --- | --- | --- | --- | --- |"
+            if extra_cols:
+                head += " pseudo-mask mIoU | pseudo-mask fg IoU |"
+                rule += " --- | --- |"
+            lines += [head, rule]
+            stats: dict[str, Stat | None] = {}
+            for e in exps:
+                runs = results.get((target, e.name), [])
+                m, r1 = metric_stat(runs, "mAP"), metric_stat(runs, "rank1")
+                stats[e.name] = m
+                pm, pr = _paper_cell(e, target)
+                alias = " ‡" if any(r.get("alias_of") for r in runs) else ""
+                if m is None:
+                    row = f"| {e.label} | 0 | not run | not run | {pm} | {pr} |"
+                else:
+                    row = (f"| {e.label}{alias} | {m.n} | {m.fmt()} | {r1.fmt() if r1 else '—'} | {pm} | {pr} |")
+                if extra_cols:
+                    cells = []
+                    for key in ("pseudo_mask_miou", "pseudo_mask_fg_iou"):
+                        s = metric_stat(runs, key)
+                        cells.append(s.fmt() if s else ("not run" if m is None else "—"))
+                    row += f" {cells[0]} | {cells[1]} |"
+                lines.append(row)
+            if group in CLAIMS:
+                for claim in CLAIMS[group]:  # claims may name experiments of other groups
+                    for name in (claim.a, claim.b):
+                        if name not in stats:
+                            stats[name] = metric_stat(results.get((target, name), []), "mAP")
+                lines += ["", "Orderings:", ""]
+                lines += [f"- {verdict(c, target, stats)}" for c in CLAIMS[group]]
+            else:
+                lines += ["", f"- {_sweep_verdict(group, target, stats)}"]
+            lines.append("")
+    lines += ["---", "",
+              "‡ identical configuration to another experiment (e.g. Table 3 \"weighted\" = Table 1 \"+L_WM + "
+              "L_SCC\"): trained once, result shared. "
+              "† the paper's Cluster-Contrast numbers (Table 4) use an ImageNet-pretrained ResNet-50, not the "
+              "SYNTH-PEDES backbone. Parsing metrics are those of the last epoch's clustering stage (pseudo masks "
+              "against the synthetic ground-truth part masks); \"—\" = not applicable (stripes / no parts).", ""]
+    text = "\n".join(lines)
+    atomic_write_bytes(out, text.encode())
+    return text
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    build_report(Path(args.results_dir), out, Path(args.plots_dir))
+    print(out)
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    for e in EXPERIMENTS:
+        print(f"{e.group:7} {e.name:22} {shlex.join(e.flags) or '(SCWM defaults)'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.experiments", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train the selected experiments (skips finished runs, resumes interrupted)")
+    r.add_argument("--preset", default="synthetic", help="base training preset")
+    r.add_argument("--targets", nargs="+", default=["market"], choices=sorted(TARGETS))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0])
+    r.add_argument("--only", nargs="+", default=None,
+                   help=f"groups ({', '.join(GROUPS)}) or experiment names (see `list`); default: all")
+    r.add_argument("--extra", action="append", default=None,
+                   help='extra training flags, applied after the experiment\'s (e.g. "--optim.epochs 4")')
+    r.add_argument("--dry-run", action="store_true", help="print the plan and commands, train nothing")
+    r.add_argument("--results-dir", default=str(RESULTS_DIR))
+    r.add_argument("--python", default=sys.executable, help="interpreter for the training subprocesses")
+    r.set_defaults(func=cmd_run)
+    rep = sub.add_parser("report", help="aggregate result.json files into RESULTS.md")
+    rep.add_argument("--results-dir", default=str(RESULTS_DIR))
+    rep.add_argument("--out", default=str(REPORT_PATH))
+    rep.add_argument("--plots-dir", default=str(PLOTS_DIR))
+    rep.set_defaults(func=cmd_report)
+    lst = sub.add_parser("list", help="print the experiment table")
+    lst.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:
+        parser.error(str(exc))
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

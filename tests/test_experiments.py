@@ -1,0 +1,182 @@
+"""Tests of the experiment harness: the experiment table, a tiny resumable run, and the report."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import shlex
+from pathlib import Path
+
+import pytest
+
+from training.config import config_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+ex = importlib.import_module("benchmarks.experiments")
+
+
+def _value(text: str) -> object:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@pytest.mark.parametrize("target", ["market", "msmt"])
+@pytest.mark.parametrize("exp", ex.EXPERIMENTS, ids=lambda e: e.name)
+def test_every_experiment_parses_to_its_flags(exp: ex.Experiment, target: str) -> None:
+    argv = ["--preset", "synthetic", *ex.TARGETS[target], *exp.flags]
+    cfg, _ = config_from_args(argv)
+    pairs = dict(zip(argv[::2], argv[1::2], strict=True))
+    for flag, text in pairs.items():
+        if flag == "--preset":
+            continue
+        section, name = flag.removeprefix("--").split(".")
+        got = getattr(getattr(cfg, section), name)
+        want = _value(text)
+        assert (float(got) if isinstance(want, float) else got) == want, (exp.name, flag)
+
+
+def test_intended_field_values() -> None:
+    def cfg(name: str, target: str = "market"):
+        return config_from_args(["--preset", "synthetic", *ex.TARGETS[target], *ex.BY_NAME[name].flags])[0]
+
+    base = cfg("t1-baseline")
+    assert (base.cluster.part_source, base.loss.wnce, base.loss.separation) == ("stripes", False, False)
+    full = cfg("t1-wm-scc", "msmt")
+    assert (full.cluster.part_source, full.loss.memory_update, full.loss.diversity) == ("scc", "weighted", True)
+    assert (full.cluster.eps, full.model.num_parts, full.data.synthetic_preset) == (0.7, 7, "msmt")
+    assert cfg("t1-wm-parsing").loss.diversity is False
+    cc = cfg("peer-cluster-contrast")
+    assert cc.cluster.part_source == "none" and not cc.loss.part_nce and not cc.loss.weighted_nce
+    assert cc.loss.memory_update == "hardest" and not cc.loss.part_classification
+    assert cfg("peer-supervised").cluster.supervised and cfg("peer-wnce-literal").loss.wnce_literal
+    assert cfg("parts-6", "msmt").model.num_parts == 6 and cfg("eta-1").cluster.eta == 1.0
+    assert {e.group for e in ex.EXPERIMENTS} == set(ex.GROUPS)
+    for claims in ex.CLAIMS.values():
+        assert all(c.a in ex.BY_NAME and c.b in ex.BY_NAME for c in claims)
+
+
+def test_plan_aliases_identical_configs(tmp_path: Path) -> None:
+    jobs = {j.key: j for j in ex.plan("synthetic", ["market", "msmt"], [0], None, [], tmp_path)}
+    canon = jobs["market/t1-wm-scc/seed0"]
+    assert canon.canonical is None
+    for name in ("t2-scc", "t3-weighted", "eta-3", "parts-4", "peer-scwm"):
+        assert jobs[f"market/{name}/seed0"].canonical is canon
+    assert jobs["market/parts-7/seed0"].canonical is None
+    assert jobs["msmt/parts-7/seed0"].canonical is jobs["msmt/t1-wm-scc/seed0"]
+    assert jobs["market/t1-baseline/seed0"].out == tmp_path / "market" / "t1-baseline" / "seed0"
+    with pytest.raises(ValueError, match="unknown experiment"):
+        ex.plan("synthetic", ["market"], [0], ["table9"], [], tmp_path)
+
+
+def test_run_writes_result_then_skips(tmp_path: Path, monkeypatch, capsys) -> None:
+    results = tmp_path / "runs"
+    extra = shlex.join([
+        "--data.root", str(tmp_path / "tiny-seed0"), "--pretrain.root", str(tmp_path / "tiny-seed1"),
+        "--pretrain.checkpoint", str(tmp_path / "pre.pt"), "--pretrain.iters", "2", "--pretrain.batch_size", "8",
+        "--data.height", "64", "--data.width", "32", "--optim.batch_size", "8", "--optim.num_instances", "2",
+        "--optim.iters", "2", "--optim.epochs", "1",
+    ])
+    argv = ["run", "--preset", "smoke", "--targets", "tiny", "--seeds", "0", "--only", "t1-wm-scc", "t3-weighted",
+            "--extra", extra, "--results-dir", str(results)]
+    assert ex.main(argv) == 0
+    out = results / "tiny" / "t1-wm-scc" / "seed0"
+    res = json.loads((out / "result.json").read_text())
+    assert set(res["final"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
+    assert res["seed"] == 0 and res["target"] == "tiny" and res["epochs"] == 1
+    assert res["argv"][res["argv"].index("--run.output") + 1] == str(out)
+    assert "pseudo_mask_miou" in res["last_epoch"] and "pseudo_mask_fg_iou" in res["last_epoch"]
+    assert Path(ex.ROOT / res["metrics"]).is_file() or Path(res["metrics"]).is_file()
+    alias = json.loads((results / "tiny" / "t3-weighted" / "seed0" / "result.json").read_text())
+    assert alias["alias_of"] == "tiny/t1-wm-scc/seed0" and alias["final"] == res["final"]
+    assert not (results / "tiny" / "t3-weighted" / "seed0" / "checkpoint.pt").exists()
+    before = (out / "result.json").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was launched again")
+
+    monkeypatch.setattr(ex, "_launch", no_training)
+    capsys.readouterr()
+    assert ex.main(argv) == 0
+    assert "done, skipped" in capsys.readouterr().out
+    assert (out / "result.json").stat().st_mtime_ns == before
+    assert ex.main([*argv, "--extra", "--optim.iters 3"]) == 0  # other budget: kept, with a warning
+    assert "recorded with a different config" in capsys.readouterr().out
+
+
+def test_interrupted_run_is_resumed_with_same_output(tmp_path: Path, monkeypatch) -> None:
+    job = ex.plan("smoke", ["tiny"], [1], ["t3-average"], [], tmp_path)[0]
+    job.out.mkdir(parents=True)
+    (job.out / "checkpoint.pt").write_bytes(b"x")
+    assert ex.status(job) == "resume"
+    launched: list[list[str]] = []
+    monkeypatch.setattr(ex, "_launch", lambda cmd, log: launched.append(cmd) or 3)
+    assert ex.execute(job, "python") is None  # failure is reported, not raised
+    assert launched[0][launched[0].index("--run.output") + 1] == str(job.out)
+    assert not job.result_path.exists() and not (job.out / ".harness.lock").exists()
+
+
+def _write(results: Path, target: str, exp: str, seed: int, mAP: float, r1: float, miou: float | None = None,
+           ) -> None:
+    last = {"epoch": 3} if miou is None else {"epoch": 3, "pseudo_mask_miou": miou, "pseudo_mask_fg_iou": 0.8}
+    d = results / target / exp / f"seed{seed}"
+    d.mkdir(parents=True)
+    argv = ex.build_argv("synthetic", target, ex.BY_NAME[exp], seed, d, [])
+    (d / "result.json").write_text(json.dumps({
+        "experiment": exp, "target": target, "seed": seed, "preset": "synthetic", "extra": [], "argv": argv,
+        "fingerprint": ex.fingerprint(argv), "final": {"mAP": mAP, "rank1": r1}, "last_epoch": last}))
+
+
+def test_report_stats_verdicts_and_missing(tmp_path: Path) -> None:
+    results = tmp_path / "runs"
+    for seed, (scc, cas, space) in enumerate([(0.60, 0.40, 0.58), (0.62, 0.42, 0.55), (0.64, 0.44, 0.61)]):
+        _write(results, "market", "t2-scc", seed, scc, 0.8, miou=0.5 + 0.1 * seed)
+        _write(results, "market", "t2-cascaded", seed, cas, 0.7, miou=0.3)
+        _write(results, "market", "t2-space", seed, space, 0.75, miou=0.4)
+    _write(results, "market", "eta-1", 0, 0.5, 0.7)
+    _write(results, "market", "eta-3", 0, 0.6, 0.8)
+    stat = ex.mean_sd([0.60, 0.62, 0.64])
+    assert stat is not None and stat.n == 3
+    assert stat.mean == pytest.approx(0.62) and stat.sd == pytest.approx(0.02)
+    assert ex.mean_sd([0.5]).sd is None and ex.mean_sd([]) is None
+    space = ex.mean_sd([0.58, 0.55, 0.61])
+    assert space.sd == pytest.approx(math.sqrt(((0.58 - 0.58) ** 2 + 0.03 ** 2 + 0.03 ** 2) / 2))
+
+    md_path = tmp_path / "docs" / "RESULTS.md"
+    text = ex.build_report(results, md_path, tmp_path / "docs" / "results")
+    assert md_path.read_text() == text
+    table2 = text.split("## Table 2")[1].split("## Table 3")[0]
+    market = table2.split("### MSMT17")[0]
+    assert "| both corrections (SCC) | 3 | 62.0 ± 2.0 | 80.0 ± 0.0 | 87.5 | 94.9 | 60.0 ± 10.0 | 80.0 ± 0.0 |" in market
+    assert "| foreground correction | 0 | not run | not run | 86.9 | 95.1 | not run | not run |" in market
+    assert ("both corrections (SCC) > cascaded clustering (paper 87.5 vs 86.2): yes — ours 62.0 vs 42.0"
+            in market)
+    assert ("both corrections (SCC) > space correction (paper 87.5 vs 86.5): yes (difference inside the spread)"
+            in market)
+    assert "both corrections (SCC) > foreground correction (paper 87.5 vs 86.9): not run" in market
+    msmt = table2.split("### MSMT17")[1]
+    assert "space correction > both corrections (SCC) (paper 49.3 vs 49.1): not run" in msmt
+    assert "not run" in text.split("## Table 1")[1].split("## Table 2")[0]
+    # Table 3 "weighted" has the same config as t2-scc: reported from those runs, marked as shared.
+    assert "| weighted update ‡ | 3 | 62.0 ± 2.0 |" in text.split("## Table 3")[1]
+    assert "`market`: 11 trained run(s), seeds [0, 1, 2]" in text
+    assert (tmp_path / "docs" / "results" / "fig5_eta.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![" in text and "results/fig5_eta.png" in text
+    parts = text.split("## Fig. 5 (right)")[1].split("## Peers")[0]
+    assert "| l = 4 ‡ | 3 | 62.0 ± 2.0 |" in parts and "not run (fewer than 2 values)" in parts
+    eta = text.split("## Fig. 5 (left)")[1].split("## Fig. 5 (right)")[0]
+    assert "interior optimum): yes — ours best eta = 3 (62.0) of 2 values run" in eta.split("### MSMT17")[0]
+
+
+def test_verdict_single_seed_and_reversed(tmp_path: Path) -> None:
+    stats = {"t3-weighted": ex.mean_sd([0.5]), "t3-average": ex.mean_sd([0.6])}
+    v = ex.verdict(ex.Claim("t3-weighted", "t3-average"), "market", stats)
+    assert v.startswith("weighted update > average update (paper 87.5 vs 87.2): no (single seed, spread unknown)")
+    stats = {"t3-weighted": ex.mean_sd([0.5, 0.7]), "t3-average": ex.mean_sd([0.3, 0.31])}
+    v = ex.verdict(ex.Claim("t3-weighted", "t3-average"), "market", stats)
+    assert v.endswith("yes — ours 60.0 vs 30.5")
