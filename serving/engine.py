@@ -1,0 +1,219 @@
+"""ONNX Runtime inference engine for exported SCWM models, with input decoding and checking.
+
+Preprocessing goes through :func:`scwm.data.transforms.preprocess`, the trainer's evaluation transform,
+so the served embeddings equal the trainer's for the same image. Accepted inputs (:data:`ImageInput`):
+a file path (``str`` / ``os.PathLike``), encoded image ``bytes``, a ``PIL.Image`` of any mode, or a
+``uint8`` numpy array of shape ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``. Grayscale and
+RGBA are converted to RGB (alpha dropped, as :func:`scwm.data.images.load_image` does). Anything else
+raises ``TypeError`` (unsupported type) or ``ValueError`` (bad dtype, shape, data or file).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, UnidentifiedImageError
+
+from scwm.data.images import load_image
+from scwm.data.transforms import preprocess
+from scwm.models.checkpoint import ModelSpec
+
+__all__ = ["ImageInput", "OnnxEngine", "OUTPUT_NAMES", "INPUT_NAME", "META_PREFIX", "to_pil",
+           "select_providers", "read_metadata"]
+
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("global_feat", "part_feats", "part_probs")
+META_PREFIX = "scwm."
+# Providers tried in this order when the caller does not choose; only those ORT lists are requested,
+# so a CPU-only machine never sees "provider not available" warnings.
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def select_providers(providers: Sequence[str] | None = None) -> list[str]:
+    """Providers to request: ``providers`` if all are available (else ``ValueError``), otherwise CUDA
+    when ONNX Runtime lists it, then CPU."""
+    available = ort.get_available_providers()
+    if providers is None:
+        chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+        return chosen or ["CPUExecutionProvider"]
+    if isinstance(providers, str):
+        providers = [providers]
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ValueError(f"execution provider(s) {missing} not available in this onnxruntime build; "
+                         f"available: {available}")
+    if not providers:
+        raise ValueError("providers must not be empty (pass None to choose automatically)")
+    return list(providers)
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.dtype != np.uint8:
+        raise ValueError(f"image array must have dtype uint8 (values 0..255), got {arr.dtype}; "
+                         "convert floats with (x * 255).round().astype(np.uint8)")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        mode = "L"
+    elif arr.ndim == 3 and arr.shape[2] in (3, 4):
+        mode = "RGB" if arr.shape[2] == 3 else "RGBA"
+    else:
+        raise ValueError(f"image array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                         f"got {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"image array is empty (shape {arr.shape})")
+    return Image.fromarray(np.ascontiguousarray(arr), mode=mode).convert("RGB")
+
+
+def _from_bytes(data: bytes) -> Image.Image:
+    if len(data) == 0:
+        raise ValueError("image bytes are empty")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode == "P" and "transparency" in img.info:
+                return img.convert("RGBA").convert("RGB")
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"image bytes ({len(data)} bytes) are not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"image bytes ({len(data)} bytes) could not be decoded: {exc}") from None
+
+
+def to_pil(image: ImageInput) -> Image.Image:
+    """Decode/convert any accepted input to an RGB ``PIL.Image`` (see the module docstring)."""
+    if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise ValueError(f"PIL image is empty (size {image.size})")
+        try:
+            if image.mode == "P" and "transparency" in image.info:
+                return image.convert("RGBA").convert("RGB")
+            return image if image.mode == "RGB" else image.convert("RGB")
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"cannot convert PIL image of mode {image.mode!r} to RGB: {exc}") from None
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _from_bytes(bytes(image))
+    if isinstance(image, (str, os.PathLike)):
+        if isinstance(image, str) and not image:
+            raise ValueError("image path is an empty string")
+        return load_image(image)  # ImageLoadError (a ValueError) names the file
+    raise TypeError(f"unsupported image input of type {type(image).__name__}; expected a path, bytes, "
+                    "a PIL.Image or an HxWx3 uint8 numpy array")
+
+
+def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
+    """The model's ``metadata_props`` as a dict (custom_metadata_map)."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+class OnnxEngine:
+    """Runs an exported SCWM ONNX model; ``embed`` maps images to ``global_feat`` (N, D),
+    ``part_feats`` (N, P, D) and ``part_probs`` (N, K, h, w).
+
+    ``providers``: ONNX Runtime execution providers (default: CUDA if available, else CPU).
+    ``intra_op_threads`` / ``inter_op_threads``: thread pool sizes (None = ORT default).
+    ``optimization``: graph optimisation level, one of ``disable|basic|extended|all``.
+    ``session_config``: extra ORT session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``
+    to stop idle worker threads from spinning (kinder to other work on a small machine).
+    ``InferenceSession.run`` is thread-safe and the engine holds no other mutable state, so one
+    engine may be shared by several threads.
+    """
+
+    def __init__(self, model_path: str | os.PathLike[str], providers: Sequence[str] | None = None,
+                 intra_op_threads: int | None = None, inter_op_threads: int | None = None,
+                 optimization: str = "all", log_severity: int = 3,
+                 session_config: dict[str, str] | None = None) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ValueError(f"ONNX model not found: {path}")
+        if optimization not in _OPT_LEVELS:
+            raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
+        for name, val in (("intra_op_threads", intra_op_threads), ("inter_op_threads", inter_op_threads)):
+            if val is not None and (not isinstance(val, int) or val < 0):
+                raise ValueError(f"{name} must be a non-negative integer or None, got {val!r}")
+        self.model_path = path
+        self.providers = select_providers(providers)
+        so = ort.SessionOptions()
+        so.log_severity_level = log_severity
+        so.graph_optimization_level = _OPT_LEVELS[optimization]
+        if intra_op_threads is not None:
+            so.intra_op_num_threads = intra_op_threads
+        if inter_op_threads is not None:
+            so.inter_op_num_threads = inter_op_threads
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(str(key), str(value))
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=self.providers)
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise ValueError(f"cannot load ONNX model {path}: {exc}") from exc
+        self.providers = list(self.session.get_providers())  # what ORT actually uses
+        self.metadata = read_metadata(self.session)
+        if f"{META_PREFIX}spec" not in self.metadata:
+            raise ValueError(f"{path} has no scwm metadata (key '{META_PREFIX}spec'); "
+                             "export it with `python -m serving.export`")
+        self.spec = ModelSpec.from_dict(json.loads(self.metadata[f"{META_PREFIX}spec"]))
+        self.fingerprint = self.metadata.get(f"{META_PREFIX}fingerprint", "")
+        self.embedding_size = int(self.metadata.get(f"{META_PREFIX}embedding_size", "0"))
+        self.part_names: list[str] = list(self.spec.part_names)
+        inp = self.session.get_inputs()[0]
+        self._input_name = inp.name
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        outs = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in OUTPUT_NAMES if n not in outs]
+        if missing:
+            raise ValueError(f"{path} lacks output(s) {missing}; outputs are {outs}")
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The training config stored at export time, if any."""
+        raw = self.metadata.get(f"{META_PREFIX}config")
+        return json.loads(raw) if raw else None
+
+    def preprocess(self, image: ImageInput) -> np.ndarray:
+        """One image -> float32 ``(3, H, W)`` exactly as the trainer's evaluation transform."""
+        s = self.spec
+        return preprocess(to_pil(image), s.height, s.width, s.mean, s.std)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on a preprocessed float32 batch ``(N, 3, H, W)``."""
+        s = self.spec
+        if batch.ndim != 4 or batch.shape[1:] != (3, s.height, s.width):
+            raise ValueError(f"batch must have shape (N, 3, {s.height}, {s.width}), got {batch.shape}")
+        feed = {self._input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
+        outs = self.session.run(list(OUTPUT_NAMES), feed)
+        return {n: np.asarray(o, dtype=np.float32) for n, o in zip(OUTPUT_NAMES, outs, strict=True)}
+
+    def embed(self, images: ImageInput | Sequence[ImageInput], batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Embed one image or a list of images; always returns batched arrays (N first)."""
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no images given")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        chunks: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(items), batch_size):
+            batch = np.stack([self.preprocess(im) for im in items[start:start + batch_size]])
+            chunks.append(self.run(batch))
+        if len(chunks) == 1:
+            return chunks[0]
+        return {n: np.concatenate([c[n] for c in chunks]) for n in OUTPUT_NAMES}
+
+    def __repr__(self) -> str:
+        return (f"OnnxEngine({str(self.model_path)!r}, providers={self.providers}, "
+                f"backbone={self.spec.backbone}, input={self.spec.height}x{self.spec.width})")
