@@ -126,3 +126,13 @@ def test_ddp_two_processes_gloo(world, tmp_path) -> None:
     assert 0.0 <= results["final"]["mAP"] <= 1.0
     rec = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
     assert rec["loss_total"] > 0
+
+
+def test_folder_of_unlabeled_images(world, tmp_path) -> None:
+    main(_args(world, tmp_path / "warm2", "--optim.epochs", "1"))  # make sure the tiny world exists
+    folder = world["target"] / "bounding_box_train"
+    summary = main(_args(world, tmp_path / "folder", "--optim.epochs", "1", "--data.kind", "folder",
+                         "--data.root", str(folder), "--data.camera_regex", r"_c(\d+)s", "--run.eval_every", "0"))
+    assert summary["final"] == {}
+    rec = json.loads((tmp_path / "folder" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "mAP" not in rec and "pseudo_mask_miou" not in rec and rec["num_clusters"] >= 0
