@@ -107,7 +107,8 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(world, tmp_path, monke
 
 @pytest.mark.parametrize("variant", [
     ["--cluster.part_source", "stripes", "--loss.wnce", "false", "--loss.separation", "false"],
-    ["--cluster.part_source", "cascaded", "--loss.memory_update", "hardest", "--loss.wnce_literal", "true"],
+    ["--cluster.part_source", "cascaded", "--loss.memory_update", "hardest", "--loss.wnce_literal", "true",
+     "--run.precision", "bf16"],
     ["--cluster.supervised", "true", "--model.bn_chunks", "2", "--loss.diversity", "false"],
 ])
 def test_ablation_variants_run(world, tmp_path, variant) -> None:
