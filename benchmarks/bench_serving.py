@@ -41,6 +41,7 @@ from scwm.models import ModelSpec, load_model, save_checkpoint
 from scwm.utils import atomic_write_bytes
 from serving import export as ex
 from serving import index as ix
+from serving.app_support import untrained_model
 from serving.engine import OnnxEngine
 from serving.retriever import Retriever
 
@@ -94,19 +95,6 @@ def _interleaved(fns: dict, min_time: float, rounds: int = 4) -> dict[str, float
                 times[k].append(time.perf_counter() - t0)
                 n += 1
     return {k: float(np.median(v)) for k, v in times.items()}
-
-
-def _calibrated_model(spec: ModelSpec, images: list[Path]) -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = spec.build()
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    x = torch.from_numpy(np.stack([preprocess(load_image(p), spec.height, spec.width) for p in images]))
-    net.train()
-    with torch.no_grad():
-        net(x)
-    return net.eval()
 
 
 def _rank_metrics(q: np.ndarray, g: np.ndarray, qn: list[Path], gn: list[Path]) -> tuple[float, float]:
@@ -182,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = ModelSpec(backbone="resnet18", num_parts=4, height=128, width=64)
         train = sorted((data / "bounding_box_train").glob("*.jpg"))[::37][:64]
         ckpt = work / "random_resnet18.pt"
-        save_checkpoint(ckpt, _calibrated_model(spec, train), spec)
+        save_checkpoint(ckpt, untrained_model(spec, train), spec)
         model_desc = ("**random-weight resnet18 SCWMNet at 128x64** (no trained checkpoint existed yet; BatchNorm "
                       "statistics set from 64 synthetic training images). Re-run with `--checkpoint` for the "
                       "trained model")

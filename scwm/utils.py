@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Iterator
@@ -72,3 +73,12 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch_file(path: str | os.PathLike[str], error: type[Exception], what: str = "file") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any read failure becomes ``error`` naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise error(f"could not read {what} {path}: {reason}") from exc

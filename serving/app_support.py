@@ -347,7 +347,7 @@ def plan_demo(root: str | os.PathLike[str]) -> DemoPlan:
                     "(random weights: the results and parts are not meaningful)")
 
 
-def _untrained_model(spec: Any, images: Sequence[Path]) -> Any:
+def untrained_model(spec: Any, images: Sequence[Path]) -> Any:
     """Random network whose BatchNorm statistics come from real images (so embeddings spread out)."""
     import torch
 
@@ -399,7 +399,7 @@ def build_demo(plan: DemoPlan, root: str | os.PathLike[str],
 
             spec = ModelSpec(backbone="resnet18", num_parts=4, height=height, width=width)
             train = sorted((Path(data) / "bounding_box_train").glob("*.jpg"))[:32]
-            ex.export_model(_untrained_model(spec, train), spec, plan.model_out, source=DEMO_SOURCE,
+            ex.export_model(untrained_model(spec, train), spec, plan.model_out, source=DEMO_SOURCE,
                             config={"demo": "untrained random weights"})
         engine = OnnxEngine(plan.model_out)
     say(0.6, "embedding and indexing the gallery")

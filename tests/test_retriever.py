@@ -20,6 +20,7 @@ from scwm.data.transforms import preprocess
 from scwm.models import ModelSpec, load_model, save_checkpoint
 from serving import export as ex
 from serving import index as ix
+from serving.app_support import untrained_model
 from serving.retriever import Hit, Retriever, upsample_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,22 +28,6 @@ HAVE_SYNTHETIC = importlib.util.find_spec("scwm.data.synthetic") is not None
 HAVE_EVALUATION = importlib.util.find_spec("scwm.evaluation") is not None
 pytestmark = pytest.mark.skipif(not (HAVE_SYNTHETIC and HAVE_EVALUATION),
                                 reason="needs the synthetic generator (scwm.data.synthetic) and scwm.evaluation")
-
-
-def _calibrated_net(spec: ModelSpec, images: list[Path]) -> torch.nn.Module:
-    """Random resnet18 whose BatchNorm statistics are set from real images, so that embeddings spread
-    out (a purely random net maps every image to nearly the same direction, which makes rankings
-    hinge on 1e-7 differences)."""
-    torch.manual_seed(0)
-    net = spec.build()
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 1.0
-    x = torch.from_numpy(np.stack([preprocess(load_image(p), spec.height, spec.width) for p in images]))
-    net.train()
-    with torch.no_grad():
-        net(x)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
         pytest.skip(f"synthetic generator failed: {res.stderr[-500:]}")
     spec = ModelSpec(backbone="resnet18", num_parts=4, height=64, width=32)
     train = sorted((data / "bounding_box_train").glob("*.jpg"))[:32]
-    save_checkpoint(d / "ckpt.pt", _calibrated_net(spec, train), spec)
+    save_checkpoint(d / "ckpt.pt", untrained_model(spec, train), spec)
     model = ex.export_checkpoint(d / "ckpt.pt", d / "model.onnx")[0].path
     ix.build_index(model, [data], d / "index", progress=False)  # Market root -> bounding_box_test
     return {"dir": d, "data": data, "ckpt": d / "ckpt.pt", "index": d / "index",

@@ -24,8 +24,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from scwm.models import SCWMNet, convert_to_chunked_bn, save_checkpoint
-from scwm.models.backbone import extract_backbone_state, load_state_dict_report
-from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, seed_everything
+from scwm.models.backbone import WeightLoadError, extract_backbone_state, load_state_dict_report
+from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_torch_file, seed_everything
 
 from .common import (
     MetricsLog,
@@ -75,8 +75,8 @@ def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
 def load_initial_weights(net: SCWMNet, path: Path) -> None:
     """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``."""
     if not path.is_file():
-        raise FileNotFoundError(f"initial weights not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightLoadError(f"initial weights not found: {path}")
+    obj = load_torch_file(path, WeightLoadError, "initial weights")
     state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     full = {k.removeprefix("module."): v for k, v in state.items() if "classifier" not in k}
     if any(k.startswith("backbone.") for k in full):

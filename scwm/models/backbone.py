@@ -7,12 +7,13 @@ of shape (B, C, H/16, W/16) with last stride 1 (C = 512 for ResNet-18/34, 2048 f
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+
+from scwm.utils import load_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,6 @@ def build_backbone(name: str = "resnet50", last_stride: int = 1,
         path = Path(weights)
         if not path.is_file():
             raise WeightLoadError(f"weights file not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WeightLoadError(f"could not read weights file {path}: {reason}") from exc
+        obj = load_torch_file(path, WeightLoadError, "weights file")
         load_state_dict_report(backbone, extract_backbone_state(obj, str(path)), str(path))
     return backbone

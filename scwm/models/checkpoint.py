@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 
 from scwm import __version__
 from scwm.models.scwm_net import SCWMNet
-from scwm.utils import atomic_torch_save
+from scwm.utils import atomic_torch_save, load_torch_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,11 +71,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"could not read checkpoint {path}: {reason}") from exc
+    obj = load_torch_file(path, CheckpointError, "checkpoint")
     if not isinstance(obj, dict) or "model" not in obj or "spec" not in obj:
         raise CheckpointError(f"{path} is not an scwm checkpoint (expected keys 'model' and 'spec')")
     return obj
