@@ -24,7 +24,7 @@ PartSource = Literal["scc", "cascaded", "foreground", "space", "stripes", "none"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class DataConfig(_Section):
@@ -255,6 +255,13 @@ def _field_flags(model: type[BaseModel], prefix: str = "") -> list[tuple[str, An
     return flags
 
 
+def _field_help(flag: str) -> str | None:
+    section, name = flag.split(".")
+    sub = TrainConfig.model_fields[section].annotation
+    desc = sub.model_fields[name].description if sub is not None else None
+    return " ".join(desc.split()) if desc else None
+
+
 def _parse_bool(text: str) -> bool:
     low = text.lower()
     if low in ("1", "true", "yes", "on"):
@@ -281,8 +288,7 @@ def _converter(ann: Any) -> Any:
 
 def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParser:
     """Argument parser with ``--preset``, ``--config`` and one ``--section.field`` flag per field."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="synthetic", choices=sorted(PRESETS),
                         help="named preset the other options override")
     parser.add_argument("--config", default=None, help="YAML file with overrides (applied before flags)")
@@ -290,7 +296,7 @@ def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParse
     for flag, ann in _field_flags(TrainConfig):
         choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
         parser.add_argument(f"--{flag}", dest=flag, default=None, type=_converter(ann), choices=choices,
-                            metavar=flag.split(".")[-1].upper())
+                            metavar=flag.split(".")[-1].upper(), help=_field_help(flag))
     return parser
 
 
