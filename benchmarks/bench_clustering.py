@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from benchmarks.reference_jaccard import reference_jaccard_distance
+
 
 def make_features(n: int, dim: int, seed: int = 0, per_id: int = 17) -> tuple[np.ndarray, np.ndarray]:
     """Clustered unit-norm features ``(n, dim)`` float32 and their true identity (-1 for noise)."""
@@ -51,73 +53,6 @@ def make_features(n: int, dim: int, seed: int = 0, per_id: int = 17) -> tuple[np
     return x, ids
 
 
-# --- literal dense reference (Cluster Contrast), used only in the worker --------------------------
-def _ref_k_reciprocal_neigh(initial_rank, i, k1):
-    forward_k_neigh_index = initial_rank[i, : k1 + 1]
-    backward_k_neigh_index = initial_rank[forward_k_neigh_index, : k1 + 1]
-    fi = np.where(backward_k_neigh_index == i)[0]
-    return forward_k_neigh_index[fi]
-
-
-def _ref_compute_jaccard_distance(target_features, k1=20, k2=6):
-    import faiss
-    import torch
-    import torch.nn.functional as F
-
-    N = target_features.size(0)
-    mat_type = np.float32
-    index = faiss.IndexFlatL2(target_features.size(-1))
-    index.add(target_features.cpu().numpy())
-    _, initial_rank = index.search(target_features.cpu().numpy(), k1)
-    nn_k1 = []
-    nn_k1_half = []
-    for i in range(N):
-        nn_k1.append(_ref_k_reciprocal_neigh(initial_rank, i, k1))
-        nn_k1_half.append(_ref_k_reciprocal_neigh(initial_rank, i, int(np.around(k1 / 2))))
-    V = np.zeros((N, N), dtype=mat_type)
-    for i in range(N):
-        k_reciprocal_index = nn_k1[i]
-        k_reciprocal_expansion_index = k_reciprocal_index
-        for candidate in k_reciprocal_index:
-            candidate_k_reciprocal_index = nn_k1_half[candidate]
-            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(
-                candidate_k_reciprocal_index
-            ):
-                k_reciprocal_expansion_index = np.append(
-                    k_reciprocal_expansion_index, candidate_k_reciprocal_index
-                )
-        k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
-        dist = 2 - 2 * torch.mm(
-            target_features[i].unsqueeze(0).contiguous(), target_features[k_reciprocal_expansion_index].t()
-        )
-        V[i, k_reciprocal_expansion_index] = F.softmax(-dist, dim=1).view(-1).cpu().numpy()
-    del nn_k1, nn_k1_half
-    if k2 != 1:
-        V_qe = np.zeros_like(V, dtype=mat_type)
-        for i in range(N):
-            V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
-        V = V_qe
-        del V_qe
-    del initial_rank
-    invIndex = []
-    for i in range(N):
-        invIndex.append(np.where(V[:, i] != 0)[0])
-    jaccard_dist = np.zeros((N, N), dtype=mat_type)
-    for i in range(N):
-        temp_min = np.zeros((1, N), dtype=mat_type)
-        indNonZero = np.where(V[i, :] != 0)[0]
-        indImages = [invIndex[ind] for ind in indNonZero]
-        for j in range(len(indNonZero)):
-            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(
-                V[i, indNonZero[j]], V[indImages[j], indNonZero[j]]
-            )
-        jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
-    del invIndex, V
-    pos_bool = jaccard_dist < 0
-    jaccard_dist[pos_bool] = 0.0
-    return jaccard_dist
-
-
 def _worker(args: argparse.Namespace) -> None:
     import torch
     from sklearn.cluster import DBSCAN
@@ -138,7 +73,7 @@ def _worker(args: argparse.Namespace) -> None:
                                                              + dist.indptr.nbytes) / 2**20)
     elif args.worker == "dense":
         t0 = time.perf_counter()
-        dist = _ref_compute_jaccard_distance(torch.from_numpy(x), k1=args.k1, k2=args.k2)
+        dist = reference_jaccard_distance(x, k1=args.k1, k2=args.k2, neighbours="faiss")
         t1 = time.perf_counter()
         labels = relabel_by_first_member(
             DBSCAN(eps=args.eps, min_samples=4, metric="precomputed", n_jobs=1).fit_predict(dist)

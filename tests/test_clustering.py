@@ -10,83 +10,11 @@ import scipy.sparse as sp
 import torch
 from sklearn.cluster import DBSCAN
 
+from benchmarks.reference_jaccard import reference_jaccard_distance
 from scwm.clustering import cross_agreement, jaccard_distance, pseudo_labels, relabel_by_first_member
 
-# --------------------------------------------------------------------------------------------------
-# Reference: literal dense transcription of `compute_jaccard_distance` from Cluster Contrast
-# (alibaba/cluster-contrast-reid, clustercontrast/utils/faiss_rerank.py; identical in SpCL
-# spcl/utils/faiss_rerank.py and PPLR pplr/utils/faiss_rerank.py). Only change: the faiss
-# IndexFlatL2 search of k1 neighbours is replaced by a numpy argsort of the squared L2 distances,
-# and torch softmax by its numpy equivalent (float32). use_float16=False, print removed.
-# --------------------------------------------------------------------------------------------------
-
-
-def _ref_k_reciprocal_neigh(initial_rank, i, k1):
-    forward_k_neigh_index = initial_rank[i, : k1 + 1]
-    backward_k_neigh_index = initial_rank[forward_k_neigh_index, : k1 + 1]
-    fi = np.where(backward_k_neigh_index == i)[0]
-    return forward_k_neigh_index[fi]
-
-
-def ref_compute_jaccard_distance(target_features, k1=20, k2=6):
-    target_features = np.asarray(target_features, dtype=np.float32)
-    N = target_features.shape[0]
-    mat_type = np.float32
-    f64 = target_features.astype(np.float64)
-    sq = (f64**2).sum(1)
-    l2 = sq[:, None] + sq[None, :] - 2 * f64 @ f64.T
-    initial_rank = np.argsort(l2, axis=1, kind="stable")[:, :k1]
-
-    nn_k1 = []
-    nn_k1_half = []
-    for i in range(N):
-        nn_k1.append(_ref_k_reciprocal_neigh(initial_rank, i, k1))
-        nn_k1_half.append(_ref_k_reciprocal_neigh(initial_rank, i, int(np.around(k1 / 2))))
-
-    V = np.zeros((N, N), dtype=mat_type)
-    for i in range(N):
-        k_reciprocal_index = nn_k1[i]
-        k_reciprocal_expansion_index = k_reciprocal_index
-        for candidate in k_reciprocal_index:
-            candidate_k_reciprocal_index = nn_k1_half[candidate]
-            if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2 / 3 * len(
-                candidate_k_reciprocal_index
-            ):
-                k_reciprocal_expansion_index = np.append(
-                    k_reciprocal_expansion_index, candidate_k_reciprocal_index
-                )
-        k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
-        dist = 2 - 2 * (target_features[i][None, :] @ target_features[k_reciprocal_expansion_index].T)
-        e = np.exp(-dist - (-dist).max(axis=1, keepdims=True))
-        V[i, k_reciprocal_expansion_index] = (e / e.sum(axis=1, keepdims=True)).reshape(-1)
-
-    if k2 != 1:
-        V_qe = np.zeros_like(V, dtype=mat_type)
-        for i in range(N):
-            V_qe[i, :] = np.mean(V[initial_rank[i, :k2], :], axis=0)
-        V = V_qe
-
-    invIndex = []
-    for i in range(N):
-        invIndex.append(np.where(V[:, i] != 0)[0])
-
-    jaccard_dist = np.zeros((N, N), dtype=mat_type)
-    for i in range(N):
-        temp_min = np.zeros((1, N), dtype=mat_type)
-        indNonZero = np.where(V[i, :] != 0)[0]
-        indImages = [invIndex[ind] for ind in indNonZero]
-        for j in range(len(indNonZero)):
-            temp_min[0, indImages[j]] = temp_min[0, indImages[j]] + np.minimum(
-                V[i, indNonZero[j]], V[indImages[j], indNonZero[j]]
-            )
-        jaccard_dist[i] = 1 - temp_min / (2 - temp_min)
-
-    pos_bool = jaccard_dist < 0
-    jaccard_dist[pos_bool] = 0.0
-    return jaccard_dist
-
-
-# --------------------------------------------------------------------------------------------------
+# Reference: literal dense transcription of Cluster Contrast's compute_jaccard_distance (see the module).
+ref_compute_jaccard_distance = reference_jaccard_distance
 
 
 def clustered(n_ids: int = 12, per_id: int = 15, dim: int = 32, noise: float = 0.35, seed: int = 0):
