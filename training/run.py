@@ -110,6 +110,9 @@ class Trainer:
         self.gt_pids = pids if (pids >= 0).all() else None
         self.has_eval = bool(self.dataset.query) and bool(self.dataset.gallery)
         self.net = build_model(cfg, self.device)
+        # Re-seed: pretraining (when it runs here rather than from the cache) consumes random numbers, and
+        # a run must not depend on whether the pretrained checkpoint was cached.
+        seed_everything(cfg.run.seed + self.env.rank)
         self.spec = model_spec(cfg, self.dataset.part_names)
         backbone_params = [p for p in self.net.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(backbone_params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
