@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -82,3 +83,12 @@ def load_torch_file(path: str | os.PathLike[str], error: type[Exception], what: 
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise error(f"could not read {what} {path}: {reason}") from exc
+
+
+def sha256_file(path: str | os.PathLike[str], block_size: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, read in blocks (checkpoint sources, index checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(block_size), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -43,7 +43,7 @@ from scwm.data.images import IMAGE_EXTENSIONS, ImageLoadError, load_image
 from scwm.data.transforms import preprocess
 from scwm.models.checkpoint import ModelSpec, read_checkpoint
 from scwm.models.scwm_net import SCWMNet
-from scwm.utils import atomic_path
+from scwm.utils import atomic_path, sha256_file
 from serving.engine import INPUT_NAME, META_PREFIX, OUTPUT_NAMES, OnnxEngine
 
 __all__ = ["ExportError", "ExportVerificationError", "ExportReport", "Tolerance", "TOLERANCES",
@@ -135,14 +135,6 @@ def _strip_debug_info(proto: onnx.ModelProto) -> None:
     for g in graphs:
         for v in (*g.value_info, *g.initializer, *g.input, *g.output):
             v.ClearField("metadata_props")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generated_pictures(n: int, seed: int = 0) -> list[Image.Image]:
@@ -434,7 +426,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path = DEFAULT_OUT,
     model, spec = load_model(checkpoint, "cpu")
     config = read_checkpoint(checkpoint).get("config")
     return export_model(model, spec, out, config=config, source=checkpoint.name,
-                        source_sha=_sha256_file(checkpoint), **kwargs)
+                        source_sha=sha256_file(checkpoint), **kwargs)
 
 
 def _format_report(r: ExportReport) -> str:

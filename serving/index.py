@@ -20,7 +20,6 @@ sibling and renames it. Loading checks every file and checksum and the counts, a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ import faiss
 import numpy as np
 
 from scwm.data.images import IMAGE_EXTENSIONS
-from scwm.utils import atomic_path, atomic_write_json
+from scwm.utils import atomic_path, atomic_write_json, sha256_file
 from serving.engine import OnnxEngine
 
 __all__ = ["GalleryIndexError", "ModelMismatchError", "GalleryIndex", "parse_market_name", "collect_images",
@@ -68,14 +67,6 @@ class ModelMismatchError(GalleryIndexError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_market_name(path: str | os.PathLike[str]) -> tuple[int | None, int | None]:
@@ -335,8 +326,8 @@ class GalleryIndex:
         m = dict(self.manifest)
         m.update(format=FORMAT, format_version=FORMAT_VERSION, generation=gen, count=self.count,
                  embedding_size=self.dim, index_type=type(faiss.downcast_index(self.cpu_index)).__name__,
-                 index_file=index_file, index_sha256=_sha256(d / index_file),
-                 items_file=items_file, items_sha256=_sha256(d / items_file), updated=_now())
+                 index_file=index_file, index_sha256=sha256_file(d / index_file),
+                 items_file=items_file, items_sha256=sha256_file(d / items_file), updated=_now())
         m.setdefault("created", m["updated"])
         try:
             atomic_write_json(d / MANIFEST, m)
@@ -368,7 +359,7 @@ class GalleryIndex:
                 raise GalleryIndexError(f"index directory {d} is incomplete: {name} (named by {MANIFEST}) "
                                         "is missing")
             if verify_checksums:
-                digest = _sha256(path)
+                digest = sha256_file(path)
                 want = m[key.replace("_file", "_sha256")]
                 if digest != want:
                     raise GalleryIndexError(f"{path} is corrupt: sha256 {digest[:16]}... does not match the "

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from scwm.models import ModelSpec, save_checkpoint
+from scwm.utils import sha256_file
 from serving import export as ex
 from serving import index as ix
 from serving.engine import OnnxEngine
@@ -151,7 +152,7 @@ def test_count_mismatch(built: Path) -> None:
     m = _manifest(built)
     f = built / m["items_file"]
     f.write_text("".join(f.read_text().splitlines(keepends=True)[:-1]))
-    m["items_sha256"] = ix._sha256(f)  # consistent checksum, inconsistent count
+    m["items_sha256"] = sha256_file(f)  # consistent checksum, inconsistent count
     (built / ix.MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ix.GalleryIndexError, match="inconsistent: manifest count 10, 10 vectors .* 9 items"):
         ix.GalleryIndex.load(built)

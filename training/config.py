@@ -166,29 +166,33 @@ class TrainConfig(_Section):
 
 
 # --------------------------------------------------------------------------------------------- presets
-_PAPER_LOSS = {"aals_start_epoch": 5}
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+# Paper settings (Sec. 4.2) on Market-1501: ResNet-50, 384x128, eps 0.5, l = 4, 60 epochs x 400 iterations.
+_PAPER: dict[str, Any] = {
+    "data": {"kind": "market1501", "root": "data/market1501", "height": 384, "width": 128, "num_workers": 4},
+    "model": {"backbone": "resnet50", "num_parts": 4, "weights": "imagenet", "bn_chunks": 4},
+    "cluster": {"eps": 0.5, "eta": 6.0},
+    "loss": {"aals_start_epoch": 5},
+    "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
+    "run": {"eval_every": 10, "eval_batch_size": 256},
+}
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU default: generate synthetic source + target, pretrain on source, SCWM on the target.
     "synthetic": {"model": {"weights": "pretrain"}, "run": {"eval_every": 4}},
     # Paper settings (Sec. 4.2) on Market-1501: ResNet-50, 384x128, eps 0.5, l = 4.
-    "market1501": {
-        "data": {"kind": "market1501", "root": "data/market1501", "height": 384, "width": 128,
-                 "num_workers": 4},
-        "model": {"backbone": "resnet50", "num_parts": 4, "weights": "imagenet", "bn_chunks": 4},
-        "cluster": {"eps": 0.5, "eta": 6.0},
-        "loss": _PAPER_LOSS,
-        "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
-        "run": {"eval_every": 10, "eval_batch_size": 256},
-    },
+    "market1501": _PAPER,
     # Paper settings on MSMT17: eps 0.7, l = 7.
-    "msmt17": {
-        "data": {"kind": "msmt17", "root": "data/msmt17", "height": 384, "width": 128, "num_workers": 4},
-        "model": {"backbone": "resnet50", "num_parts": 7, "weights": "imagenet", "bn_chunks": 4},
-        "cluster": {"eps": 0.7, "eta": 6.0},
-        "loss": _PAPER_LOSS,
-        "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
-        "run": {"eval_every": 10, "eval_batch_size": 256},
-    },
+    "msmt17": _merge(_PAPER, {"data": {"kind": "msmt17", "root": "data/msmt17"}, "model": {"num_parts": 7},
+                              "cluster": {"eps": 0.7}}),
     # Unlabeled images in a folder: no evaluation.
     "folder": {
         "data": {"kind": "folder", "root": "data/unlabeled", "height": 256, "width": 128},
@@ -209,16 +213,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "run": {"eval_every": 1, "eval_batch_size": 64},
     },
 }
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 def preset_config(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
