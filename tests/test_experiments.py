@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -119,6 +120,26 @@ def test_interrupted_run_is_resumed_with_same_output(tmp_path: Path, monkeypatch
     assert ex.execute(job, "python") is None  # failure is reported, not raised
     assert launched[0][launched[0].index("--run.output") + 1] == str(job.out)
     assert not job.result_path.exists() and not (job.out / ".harness.lock").exists()
+
+
+def test_run_locked_by_another_harness_is_left_to_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    results = tmp_path / "res"
+    argv = ["run", "--preset", "smoke", "--targets", "tiny", "--seeds", "0", "--only", "t3-average",
+            "--results-dir", str(results)]
+    job = ex.plan("smoke", ["tiny"], [0], ["t3-average"], [], results)[0]
+    job.out.mkdir(parents=True)
+    (job.out / ".harness.lock").write_text(str(os.getppid()))  # a live process other than this one
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a locked run was launched")
+
+    monkeypatch.setattr(ex, "_launch", no_training)
+    with pytest.raises(ex.Locked):
+        ex.execute(job, "python")
+    assert ex.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "locked by another harness process" in out and "0 failed, 1 left to other harness" in out
+    assert (job.out / ".harness.lock").read_text() == str(os.getppid())  # the owner's lock is untouched
 
 
 def _write(results: Path, target: str, exp: str, seed: int, mAP: float, r1: float, miou: float | None = None,

@@ -361,3 +361,64 @@ def test_horizontal_stripes():
     assert sc["fg_iou"] == pytest.approx(18 / 24)
     with pytest.raises(ValueError, match="pred_labels"):
         parsing_scores(s + 4, gt, 4, 2, None)
+
+
+# ------------------------------------------------------------------------------------------ oracle masks
+def _oracle_reference(gt: np.ndarray, num_parts: int, h: int, w: int) -> np.ndarray:
+    """Per-cell majority vote written as loops (independent of the vectorized pooling)."""
+    from scwm.parsing import GT_PART_GROUPS
+
+    groups = GT_PART_GROUPS[min(num_parts - 1, 5)]
+    lut = {lab: num_parts - 1 for lab in range(6)}
+    for part, labels in enumerate(groups):
+        for lab in labels:
+            lut[lab] = part
+    b, hh, ww = gt.shape
+    ch, cw = hh // h, ww // w
+    out = np.zeros((b, h, w), dtype=np.int64)
+    for i in range(b):
+        for r in range(h):
+            for c in range(w):
+                cell = [lut[int(v)] for v in gt[i, r * ch:(r + 1) * ch, c * cw:(c + 1) * cw].ravel()]
+                counts = np.bincount(cell, minlength=num_parts)
+                out[i, r, c] = int(np.argmax(counts))  # first maximum = lower index
+    return out
+
+
+def test_oracle_labels_known_layout() -> None:
+    from scwm.parsing import oracle_part_labels
+
+    gt = torch.zeros(1, 16, 8, dtype=torch.long)
+    gt[0, 0:4, 4:] = 1  # head
+    gt[0, 4:8, 4:] = 2  # upper
+    gt[0, 8:12, 4:] = 3  # lower
+    gt[0, 12:16, 4:] = 4  # shoes
+    gt[0, 4:8, 0:4] = 5  # accessory joins the upper part when l = 4
+    lab = oracle_part_labels(gt, 4, (4, 2))
+    assert lab.tolist() == [[[3, 0], [0, 0], [3, 1], [3, 2]]]
+    lab6 = oracle_part_labels(gt, 6, (4, 2))  # five foreground parts: head, upper, accessory, lower, shoes
+    assert lab6.tolist() == [[[5, 0], [2, 1], [5, 3], [5, 4]]]
+
+
+def test_oracle_labels_match_loop_reference() -> None:
+    from scwm.parsing import oracle_part_labels
+
+    gen = torch.Generator().manual_seed(3)
+    gt = torch.randint(0, 6, (5, 32, 16), generator=gen)
+    for num_parts in (2, 3, 4, 5, 6, 7):
+        got = oracle_part_labels(gt, num_parts, (8, 4)).numpy()
+        np.testing.assert_array_equal(got, _oracle_reference(gt.numpy(), num_parts, 8, 4))
+
+
+def test_oracle_labels_tie_prefers_foreground_and_rejects_bad_input() -> None:
+    from scwm.parsing import oracle_part_labels
+
+    gt = torch.zeros(1, 2, 2, dtype=torch.long)
+    gt[0, 0, :] = 2  # half upper body, half background in the single cell
+    assert oracle_part_labels(gt, 4, (1, 1)).item() == 0
+    with pytest.raises(ValueError, match=r"\[0, 6\)"):
+        oracle_part_labels(torch.full((1, 4, 4), 6), 4, (2, 2))
+    with pytest.raises(ValueError, match="num_parts"):
+        oracle_part_labels(torch.zeros(1, 4, 4, dtype=torch.long), 1, (2, 2))
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        oracle_part_labels(torch.zeros(4, 4, dtype=torch.long), 4, (2, 2))

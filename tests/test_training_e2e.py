@@ -110,10 +110,14 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(world, tmp_path, monke
     ["--cluster.part_source", "cascaded", "--loss.memory_update", "hardest", "--loss.wnce_literal", "true",
      "--run.precision", "bf16"],
     ["--cluster.supervised", "true", "--model.bn_chunks", "2", "--loss.diversity", "false"],
+    ["--cluster.part_source", "gt"],
 ])
 def test_ablation_variants_run(world, tmp_path, variant) -> None:
     summary = main(_args(world, tmp_path / "v", "--optim.epochs", "1", *variant))
     assert 0.0 <= summary["final"]["mAP"] <= 1.0
+    if "gt" in variant:  # oracle masks are scored against the same ground truth they come from
+        rec = json.loads((tmp_path / "v" / "metrics.jsonl").read_text().splitlines()[0])
+        assert 0.0 < rec["pseudo_mask_fg_iou"] <= 1.0 and 0.0 < rec["pseudo_mask_miou"] <= 1.0, rec
 
 
 def test_ddp_two_processes_gloo(world, tmp_path) -> None:

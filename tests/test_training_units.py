@@ -60,3 +60,21 @@ def test_term_switches_follow_part_source() -> None:
     sw = term_switches(cfg)
     assert sw.parsing and not sw.diversity and sw.nce_literal and not sw.nce_weighted
     assert model_spec(cfg).part_mode == "learned"
+
+
+def test_parse_batch_oracle_source_pools_ground_truth() -> None:
+    import pytest
+
+    from scwm.parsing import oracle_part_labels, spatial_cascaded_clustering
+    from training.stages import parse_batch
+
+    gen = torch.Generator().manual_seed(0)
+    fmap = torch.randn(3, 16, 8, 4, generator=gen)
+    gt = torch.randint(0, 6, (3, 128, 64), generator=gen)
+    cfg = preset_config("synthetic", {"cluster": {"part_source": "gt"}})
+    assert torch.equal(parse_batch(fmap, cfg, gt), oracle_part_labels(gt, 4, (8, 4)))
+    assert model_spec(cfg).part_mode == "learned" and term_switches(cfg).parsing
+    with pytest.raises(ValueError, match="ground-truth part masks"):
+        parse_batch(fmap, cfg, None)
+    scc = preset_config("synthetic")  # the mask is ignored by SCC
+    assert torch.equal(parse_batch(fmap, scc, gt), spatial_cascaded_clustering(fmap, 4, eta=scc.cluster.eta))

@@ -22,7 +22,13 @@ from scwm.losses import LossConfig as TermSwitches
 from scwm.losses import total_loss
 from scwm.memory import WeightedMemory
 from scwm.models import SCWMNet
-from scwm.parsing import ParsingConfusion, mask_momentum, smooth_masks, spatial_cascaded_clustering
+from scwm.parsing import (
+    ParsingConfusion,
+    mask_momentum,
+    oracle_part_labels,
+    smooth_masks,
+    spatial_cascaded_clustering,
+)
 
 from .common import DistEnv, all_gather_cat, autocast_context, eval_loader, extract
 from .config import TrainConfig
@@ -55,8 +61,13 @@ class ClusterTargets:
         return self.memory.num_clusters
 
 
-def parse_batch(fmap: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Pseudo part labels (B, h, w) of one batch of feature maps with the configured variant (Sec. 3.2)."""
+def parse_batch(fmap: torch.Tensor, cfg: TrainConfig, gt_masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Pseudo part labels (B, h, w) of one batch of feature maps with the configured variant (Sec. 3.2),
+    or, for ``part_source="gt"``, the oracle labels pooled from the ground-truth masks."""
+    if cfg.cluster.part_source == "gt":
+        if gt_masks is None:
+            raise ValueError("cluster.part_source=gt needs ground-truth part masks (synthetic datasets only)")
+        return oracle_part_labels(gt_masks.to(fmap.device), cfg.model.num_parts, tuple(fmap.shape[2:]))
     fg, space = _VARIANTS[cfg.cluster.part_source]
     return spatial_cascaded_clustering(fmap.float(), cfg.model.num_parts, eta=cfg.cluster.eta,
                                        foreground_correction=fg, space_correction=space)
@@ -70,6 +81,10 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     tic = time.time()
     parsing = cfg.uses_parsing
     with_gt = parsing and all(r.mask_path for r in records)
+    if cfg.cluster.part_source == "gt" and not with_gt:
+        missing = next((r.path for r in records if not r.mask_path), "?")
+        raise ValueError(f"cluster.part_source=gt needs a ground-truth mask for every training image; "
+                         f"{missing} has none")
     n = len(records)
     conf_pseudo = conf_pred = None
     if parsing:
@@ -81,7 +96,7 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     def on_batch(out: Any, batch: dict[str, Any]) -> None:
         if not parsing:
             return
-        lab = parse_batch(out.feature_map, cfg)
+        lab = parse_batch(out.feature_map, cfg, batch.get("mask"))
         chunks.append((batch["index"], lab.to(torch.uint8).cpu()))
         if conf_pseudo is not None and conf_pred is not None and "mask" in batch:
             conf_pseudo.update(lab.cpu(), batch["mask"])

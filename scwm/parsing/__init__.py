@@ -14,10 +14,12 @@ from scwm.parsing.cascaded import (
     spatial_cascaded_clustering,
 )
 from scwm.parsing.metrics import ParsingConfusion, horizontal_stripes, parsing_scores
+from scwm.parsing.oracle import GT_PART_GROUPS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
 
 __all__ = [
     "DEFAULT_ETA",
+    "GT_PART_GROUPS",
     "LINKAGES",
     "ParsingConfusion",
     "batched_agglomerative",
@@ -29,6 +31,7 @@ __all__ = [
     "labels_to_onehot",
     "mask_momentum",
     "norm_saliency",
+    "oracle_part_labels",
     "order_parts_top_to_bottom",
     "parsing_scores",
     "smooth_masks",
