@@ -2,11 +2,13 @@
 
 Feature maps come from a trained backbone (by default the source-pretrained checkpoint the synthetic
 run starts from); pseudo masks from the four cascaded-clustering variants of the paper's Table 2, from
-PCB-style horizontal stripes, and from an eta and l sweep of SCC. Scores (``scwm.parsing``): foreground
+PCB-style horizontal stripes, from the ground truth itself pooled to the feature grid (oracle: the
+ceiling at that resolution), and from an eta and l sweep of SCC. ``--sizes`` feeds the same weights
+larger inputs, which gives finer feature maps (16x8 at 256x128). Scores (``scwm.parsing``): foreground
 IoU and part mIoU after one Hungarian assignment of predicted parts to GT parts over the whole dataset.
 
     python -m benchmarks.bench_parsing_quality --checkpoint data/pretrained/source-resnet18-128x64.pt \
-        --presets market msmt --max-images 1200
+        --presets market msmt --max-images 1200 --sizes 128x64 256x128
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.models import load_model
-from scwm.parsing import ParsingConfusion, horizontal_stripes, spatial_cascaded_clustering
+from scwm.parsing import ParsingConfusion, horizontal_stripes, oracle_part_labels, spatial_cascaded_clustering
 from training.common import ensure_synthetic
 
 GT_LABELS = 6
@@ -33,6 +36,7 @@ GT_LABELS = 6
 def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) -> dict[str, dict]:
     v: dict[str, dict] = {
         "stripes (PPLR baseline)": {"stripes": True, "l": num_parts},
+        "ground truth pooled (oracle)": {"oracle": True, "l": num_parts},
         "original cascaded (ISP)": {"fg": False, "space": False, "l": num_parts, "eta": eta},
         "foreground correction": {"fg": True, "space": False, "l": num_parts, "eta": eta},
         "space correction": {"fg": False, "space": True, "l": num_parts, "eta": eta},
@@ -53,61 +57,83 @@ def score(conf: ParsingConfusion) -> dict[str, float]:
             "assignment": {int(k): int(v) for k, v in s["assignment"].items()}}
 
 
-def run_preset(model: torch.nn.Module, spec, preset: str, args: argparse.Namespace) -> dict[str, dict]:
+def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
+               args: argparse.Namespace) -> dict[str, dict]:
     root = ensure_synthetic(Path(args.data_dir) / f"{preset}-seed0", preset, 0, progress=False)
     records = load_dataset("synthetic", root).train
     rng = np.random.default_rng(0)
     if len(records) > args.max_images:
         records = [records[i] for i in sorted(rng.choice(len(records), args.max_images, replace=False))]
-    loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width), use_gt_masks=True),
+    loader = DataLoader(ReIDImageDataset(records, EvalTransform(*size), use_gt_masks=True),
                         batch_size=64, num_workers=2, collate_fn=collate_skip_none)
     vs = variants(spec.num_parts, args.eta, args.etas, args.parts)
     confs = {name: ParsingConfusion(v["l"], GT_LABELS, None if v.get("stripes") else v["l"] - 1)
              for name, v in vs.items()}
     times = dict.fromkeys(vs, 0.0)
+    fg_cells = dict.fromkeys(vs, 0)
+    total_cells = 0
+    norms, is_fg = [], []  # per feature cell: max-normalized norm, majority GT label is body
     with torch.no_grad():
         for batch in loader:
             fmap = model(batch["image"]).feature_map
             b, _, h, w = fmap.shape
+            nrm = fmap.norm(dim=1)
+            norms.append((nrm / nrm.amax((1, 2), keepdim=True).clamp_min(1e-12)).flatten())
+            is_fg.append((oracle_part_labels(batch["mask"], 2, (h, w)) == 0).flatten())
+            total_cells += b * h * w
             for name, v in vs.items():
                 tic = time.time()
                 if v.get("stripes"):
                     lab = horizontal_stripes(b, h, w, v["l"])
+                elif v.get("oracle"):
+                    lab = oracle_part_labels(batch["mask"], v["l"], (h, w))
                 else:
                     lab = spatial_cascaded_clustering(fmap, v["l"], eta=v["eta"], foreground_correction=v["fg"],
                                                       space_correction=v["space"])
                 times[name] += time.time() - tic
                 confs[name].update(lab, batch["mask"])
+                fg_cells[name] += b * h * w if v.get("stripes") else int((lab != v["l"] - 1).sum())
     out = {}
     for name, v in vs.items():
         out[name] = {**score(confs[name]), "seconds": times[name], "l": v["l"],
-                     "eta": v.get("eta"), "sweep": v.get("sweep")}
-    out["_meta"] = {"images": len(records), "feature_map": [h, w]}
+                     "eta": v.get("eta"), "sweep": v.get("sweep"), "fg_fraction": fg_cells[name] / total_cells}
+    y, x = torch.cat(is_fg).numpy(), torch.cat(norms).numpy()
+    out["_meta"] = {"norm_auc": float(roc_auc_score(y, x)) if 0 < y.mean() < 1 else float("nan"),
+                    "gt_fg_fraction": float(y.mean()), "images": len(records), "feature_map": [h, w],
+                    "input": list(size), "preset": preset, "checkpoint": args.current_checkpoint}
     return out
 
 
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [
         "## Parsing quality with a trained backbone (synthetic ground truth)", "",
-        f"Command: `python -m benchmarks.bench_parsing_quality --checkpoint {args.checkpoint} "
-        f"--presets {' '.join(args.presets)} --max-images {args.max_images}`  ",
-        f"Machine: {platform.machine()}, 2 CPU cores, torch {torch.__version__}. Feature maps of the "
-        "source-pretrained backbone (never trained on the target presets) on target **train** images; "
+        f"Command: `python -m benchmarks.bench_parsing_quality --checkpoint {' '.join(args.checkpoint)} "
+        f"--presets {' '.join(args.presets)} --max-images {args.max_images}"
+        + (f" --sizes {' '.join(args.sizes)}" if args.sizes else "") + "`  ",
+        f"Machine: {platform.machine()}, 2 CPU cores, torch {torch.__version__}. Feature maps of each "
+        "checkpoint (the source-pretrained backbone never saw the target presets) on target **train** images; "
         "fg IoU = predicted foreground vs GT body; part mIoU = mean IoU over the 5 GT body labels after one "
         "Hungarian assignment over the whole set (unmatched GT labels count 0, so with l-1 predicted parts "
-        "the ceiling is (l-1)/5); matched mIoU = mean over the assigned pairs only.", "",
+        "the ceiling is (l-1)/5); matched mIoU = mean over the assigned pairs only; fg fraction = share of "
+        "feature cells called foreground (stripes: all). Norm AUC: how well the per-cell feature norm "
+        "(the cue of step 1) ranks body cells (majority of pixels body) above background cells; 0.5 = no "
+        "signal, below 0.5 = the background responds more.", "",
     ]
-    for preset, res in results.items():
+    for res in results.values():
         meta = res["_meta"]
-        lines += [f"### `{preset}` ({meta['images']} images, feature map {meta['feature_map'][0]}x"
-                  f"{meta['feature_map'][1]})", "",
-                  "| pseudo masks | l | eta | fg IoU | part mIoU | matched mIoU | time (s) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"### `{meta['checkpoint']}` on `{meta['preset']}`, input {meta['input'][0]}x{meta['input'][1]} "
+                  f"({meta['images']} images, "
+                  f"feature map {meta['feature_map'][0]}x{meta['feature_map'][1]})", "",
+                  f"Feature-norm AUC (body vs background cells): {meta['norm_auc']:.3f}; body cells: "
+                  f"{meta['gt_fg_fraction']:.2f} of all cells.", "",
+                  "| pseudo masks | l | eta | fg IoU | fg fraction | part mIoU | matched mIoU | time (s) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in res.items():
             if name == "_meta":
                 continue
             eta = "-" if r["eta"] is None else ("inf" if math.isinf(r["eta"]) else f"{r['eta']:g}")
-            lines.append(f"| {name} | {r['l']} | {eta} | {r['fg_iou']:.3f} | {r['part_miou']:.3f} | "
+            lines.append(f"| {name} | {r['l']} | {eta} | {r['fg_iou']:.3f} | {r['fg_fraction']:.2f} | "
+                         f"{r['part_miou']:.3f} | "
                          f"{r['matched_miou']:.3f} | {r['seconds']:.1f} |")
         lines.append("")
     return "\n".join(lines)
@@ -115,18 +141,33 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default="data/pretrained/source-resnet18-128x64.pt")
+    p.add_argument("--checkpoint", nargs="+", default=["data/pretrained/source-resnet18-128x64.pt"],
+                   help="one or more model files (e.g. the source-pretrained backbone and a trained run's model.pt)")
     p.add_argument("--presets", nargs="+", default=["market", "msmt"])
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--max-images", type=int, default=1200)
     p.add_argument("--eta", type=float, default=3.0)
     p.add_argument("--etas", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, math.inf])
     p.add_argument("--parts", type=int, nargs="*", default=[3, 4, 5, 6, 7])
+    p.add_argument("--sizes", nargs="+", default=None,
+                   help="input sizes HxW to feed the same weights (default: the checkpoint's own size)")
     p.add_argument("--out", default="benchmarks/results/parsing_quality.json")
     p.add_argument("--markdown", default="docs/bench/parsing_quality.md")
     args = p.parse_args(argv)
-    model, spec = load_model(args.checkpoint)
-    results = {preset: run_preset(model, spec, preset, args) for preset in args.presets}
+    sizes = []
+    for text in args.sizes or []:
+        try:
+            hh, ww = (int(t) for t in text.lower().split("x"))
+        except ValueError:
+            p.error(f"--sizes: {text!r} is not HxW (e.g. 256x128)")
+        sizes.append((hh, ww))
+    results = {}
+    for ckpt in args.checkpoint:
+        model, spec = load_model(ckpt)
+        args.current_checkpoint = ckpt
+        for preset in args.presets:
+            for hh, ww in sizes or [(spec.height, spec.width)]:
+                results[f"{ckpt}:{preset}@{hh}x{ww}"] = run_preset(model, spec, preset, (hh, ww), args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1, default=float))
     md = to_markdown(results, args)

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results" / "runs"
 REPORT_PATH = ROOT / "docs" / "RESULTS.md"
 PLOTS_DIR = ROOT / "docs" / "results"
+ANALYSIS_PATH = ROOT / "benchmarks" / "results" / "ANALYSIS.md"
 
 PaperNumbers = dict[str, tuple[float, float]]
 """target -> (mAP, Rank-1) in percent, as printed in the paper."""
@@ -617,11 +618,100 @@ def _plot_sweep(group: str, results: dict[tuple[str, str], list[dict[str, Any]]]
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"{GROUPS[group]} (synthetic world, mean ± sd over seeds)", fontsize=10)
+    _save_fig(fig, path)
+    return True
+
+
+def _save_fig(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _plot_table(group: str, results: dict[tuple[str, str], list[dict[str, Any]]], targets: list[str],
+                path: Path) -> bool:
+    """Horizontal bars of mAP (mean ± sd, seeds as dots) per experiment of a table; False if nothing ran."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = [e for e in EXPERIMENTS if e.group == group]
+    shown = [t for t in targets if any(results.get((t, e.name)) for e in exps)]
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 0.45 * len(exps) + 1.2), squeeze=False)
+    for ax, target in zip(axes[0], shown, strict=True):
+        for y, e in enumerate(exps):
+            vals = [100 * float(r["final"]["mAP"]) for r in results.get((target, e.name), [])
+                    if "mAP" in (r.get("final") or {})]
+            if not vals:
+                continue
+            st = mean_sd([v / 100 for v in vals])
+            assert st is not None
+            ax.barh(y, 100 * st.mean, xerr=100 * (st.sd or 0.0), color="#7aa6d6", capsize=3)
+            ax.plot(vals, [y] * len(vals), "k.", ms=4)
+        ax.set_yticks(range(len(exps)), [e.label for e in exps], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("mAP (%)")
+        ax.set_title(PAPER_TARGETS.get(target, target), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{GROUPS[group]} (bars: mean ± sd, dots: seeds)", fontsize=10)
+    _save_fig(fig, path)
+    return True
+
+
+CURVE_KEYS = (("pseudo_mask_fg_iou", "pseudo-mask fg IoU"), ("pseudo_mask_miou", "pseudo-mask part mIoU"),
+              ("cluster_nmi", "pseudo-label NMI"))
+
+
+def _epoch_curves(runs: list[dict[str, Any]], key: str) -> list[float] | None:
+    """Per-epoch mean over seeds of ``key`` from each run's metrics.jsonl (None if none has it)."""
+    per_seed = []
+    for r in runs:
+        path = ROOT / str(r.get("metrics", ""))
+        if not r.get("metrics") or not path.is_file():
+            continue
+        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        vals = [float(x[key]) for x in recs if key in x]
+        if vals:
+            per_seed.append(vals)
+    if not per_seed:
+        return None
+    n = min(len(v) for v in per_seed)
+    return [sum(v[i] for v in per_seed) / len(per_seed) for i in range(n)]
+
+
+def _plot_curves(group: str, results: dict[tuple[str, str], list[dict[str, Any]]], target: str,
+                 path: Path) -> bool:
+    """Parsing quality and pseudo-label NMI per epoch (mean over seeds) for a table's experiments."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = [e for e in EXPERIMENTS if e.group == group]
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(12, 3.4))
+    drawn = False
+    for ax, (key, title) in zip(axes, CURVE_KEYS, strict=True):
+        for e in exps:
+            ys = _epoch_curves(results.get((target, e.name), []), key)
+            if ys:
+                ax.plot(range(1, len(ys) + 1), ys, marker=".", label=e.label)
+                drawn = True
+        ax.set_xlabel("epoch (clustering stage)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    if not drawn:
+        plt.close(fig)
+        return False
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{GROUPS[group]}: {PAPER_TARGETS.get(target, target)} (mean over seeds)", fontsize=10)
+    _save_fig(fig, path)
     return True
 
 
@@ -644,8 +734,10 @@ def _sweep_verdict(group: str, target: str, stats: dict[str, Stat | None]) -> st
     return f"paper: both extremes are worse (interior optimum): {'yes' if interior else 'no'} — {ours}"
 
 
-def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
-    """Render RESULTS.md from all result.json files (and write the sweep plots); returns the markdown."""
+def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path | None = None) -> str:
+    """Render RESULTS.md from all result.json files (and write the plots); returns the markdown.
+
+    ``analysis``: a hand-written markdown file (findings and investigations) inserted after the setup."""
     results = load_results(results_dir)
     fill_aliases(results)
     targets = _targets_to_show(results)
@@ -665,6 +757,8 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
         "",
         *_setup_lines(results),
     ]
+    if analysis is not None and analysis.is_file():
+        lines += ["", analysis.read_text().strip()]
     for group, title in GROUPS.items():
         exps = [e for e in EXPERIMENTS if e.group == group]
         lines += ["", f"## {title}", ""]
@@ -674,6 +768,11 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
                 rel = os.path.relpath(png.resolve(), out.parent.resolve())
                 lines += [f"![{title}]({rel})", ""]
             lines += [SWEEP_NOTES[group], ""]
+        else:
+            png = plots_dir / f"{group}.png"
+            if _plot_table(group, results, targets, png):
+                rel = os.path.relpath(png.resolve(), out.parent.resolve())
+                lines += [f"![{title}]({rel})", ""]
         for target in targets:
             tname = PAPER_TARGETS.get(target, target)
             lines += [f"### {tname} (`{target}`)", ""]
@@ -712,6 +811,11 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
             else:
                 lines += ["", f"- {_sweep_verdict(group, target, stats)}"]
             lines.append("")
+            if group in ("table1", "table2"):
+                png = plots_dir / f"{group}_{target}_epochs.png"
+                if _plot_curves(group, results, target, png):
+                    rel = os.path.relpath(png.resolve(), out.parent.resolve())
+                    lines += [f"![{title}: per-epoch parsing quality and NMI, {target}]({rel})", ""]
     lines += ["---", "",
               "‡ identical configuration to another experiment (e.g. Table 3 \"weighted\" = Table 1 \"+L_WM + "
               "L_SCC\"): trained once, result shared. "
@@ -725,7 +829,7 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    build_report(Path(args.results_dir), out, Path(args.plots_dir))
+    build_report(Path(args.results_dir), out, Path(args.plots_dir), Path(args.analysis) if args.analysis else None)
     print(out)
     return 0
 
@@ -756,6 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", default=str(RESULTS_DIR))
     rep.add_argument("--out", default=str(REPORT_PATH))
     rep.add_argument("--plots-dir", default=str(PLOTS_DIR))
+    rep.add_argument("--analysis", default=str(ANALYSIS_PATH),
+                     help="hand-written findings inserted after the setup (skipped if the file is absent)")
     rep.set_defaults(func=cmd_report)
     lst = sub.add_parser("list", help="print the experiment table")
     lst.set_defaults(func=cmd_list)

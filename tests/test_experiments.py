@@ -148,9 +148,14 @@ def _write(results: Path, target: str, exp: str, seed: int, mAP: float, r1: floa
     d = results / target / exp / f"seed{seed}"
     d.mkdir(parents=True)
     argv = ex.build_argv("synthetic", target, ex.BY_NAME[exp], seed, d, [])
+    metrics = d / "metrics.jsonl"
+    if miou is not None:  # two clustering stages, the last one equal to the final figures
+        metrics.write_text("".join(json.dumps({"epoch": e, "pseudo_mask_miou": v, "pseudo_mask_fg_iou": 0.8,
+                                               "cluster_nmi": 0.5}) + "\n" for e, v in ((0, miou / 2), (1, miou))))
     (d / "result.json").write_text(json.dumps({
         "experiment": exp, "target": target, "seed": seed, "preset": "synthetic", "extra": [], "argv": argv,
-        "fingerprint": ex.fingerprint(argv), "final": {"mAP": mAP, "rank1": r1}, "last_epoch": last}))
+        "fingerprint": ex.fingerprint(argv), "final": {"mAP": mAP, "rank1": r1}, "last_epoch": last,
+        "metrics": str(metrics)}))
 
 
 def test_report_stats_verdicts_and_missing(tmp_path: Path) -> None:
@@ -169,8 +174,18 @@ def test_report_stats_verdicts_and_missing(tmp_path: Path) -> None:
     assert space.sd == pytest.approx(math.sqrt(((0.58 - 0.58) ** 2 + 0.03 ** 2 + 0.03 ** 2) / 2))
 
     md_path = tmp_path / "docs" / "RESULTS.md"
-    text = ex.build_report(results, md_path, tmp_path / "docs" / "results")
+    analysis = tmp_path / "ANALYSIS.md"
+    analysis.write_text("## Findings\n\nSCC beats cascaded here.\n")
+    text = ex.build_report(results, md_path, tmp_path / "docs" / "results", analysis)
     assert md_path.read_text() == text
+    assert text.index("## Setup") < text.index("## Findings\n\nSCC beats cascaded here.") < text.index("## Table 1")
+    plots = tmp_path / "docs" / "results"
+    assert (plots / "table2.png").read_bytes()[:4] == b"\x89PNG" and "results/table2.png" in text
+    assert (plots / "table2_market_epochs.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (plots / "table2_msmt_epochs.png").exists()  # nothing ran on msmt
+    curve = ex._epoch_curves([json.loads((results / "market" / "t2-scc" / f"seed{k}" / "result.json").read_text())
+                              for k in range(3)], "pseudo_mask_miou")
+    assert curve == pytest.approx([0.3, 0.6])  # mean over seeds of (0.25, 0.3, 0.35) and (0.5, 0.6, 0.7)
     table2 = text.split("## Table 2")[1].split("## Table 3")[0]
     market = table2.split("### MSMT17")[0]
     assert "| both corrections (SCC) | 3 | 62.0 ± 2.0 | 80.0 ± 0.0 | 87.5 | 94.9 | 60.0 ± 10.0 | 80.0 ± 0.0 |" in market

@@ -76,6 +76,19 @@ def test_resume_after_kill_matches_uninterrupted(world, tmp_path, monkeypatch) -
     assert [r["epoch"] for r in records] == [0, 1]
 
 
+def test_killed_after_last_checkpoint_keeps_final_figures(world, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "late"
+    ref = main(_args(world, out, "--optim.epochs", "1"))
+    (out / "results.json").unlink()  # killed after the last checkpoint, before results.json
+    resumed = main(_args(world, out, "--optim.epochs", "1"))
+    assert resumed["final"] == ref["final"] and resumed["final"]["mAP"] >= 0.0
+    # no evaluation logged for the last epoch (e.g. metrics.jsonl lost): evaluated again, same weights
+    (out / "results.json").unlink()
+    (out / "metrics.jsonl").write_text("")
+    again = main(_args(world, out, "--optim.epochs", "1"))
+    assert again["final"]["mAP"] == pytest.approx(ref["final"]["mAP"], abs=1e-6)
+
+
 def test_resume_refuses_other_config(world, tmp_path) -> None:
     main(_args(world, tmp_path / "a", "--optim.epochs", "1"))
     with pytest.raises(ValueError, match="different configuration"):

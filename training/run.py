@@ -166,6 +166,8 @@ class Trainer:
         log.info("SCWM on %s (%d train images) for %d epochs, output %s", cfg.data.root,
                  len(self.train_records), cfg.optim.epochs, self.out)
         result: dict[str, Any] = {}
+        if self.start_epoch >= cfg.optim.epochs and self.env.is_main:
+            result = self._final_of_finished_run()
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
             for group in self.optimizer.param_groups:
@@ -201,6 +203,18 @@ class Trainer:
                 if last or (epoch + 1) % cfg.run.save_every == 0:
                     self.save(epoch)
         return self.finish(result)
+
+    def _final_of_finished_run(self) -> dict[str, Any]:
+        """Final figures of a run resumed after its last epoch (killed before results.json was written):
+        the logged evaluation of the last epoch, or a new evaluation if none was logged."""
+        last_epoch = self.cfg.optim.epochs - 1
+        logged = [r for r in self.metrics.records() if r.get("epoch") == last_epoch]
+        if logged and "mAP" in logged[-1]:
+            return logged[-1]
+        if not self.has_eval:
+            return {}
+        res = evaluate(self.net, self.dataset, self.cfg, self.device)
+        return {"mAP": res.mAP, "rank1": res.rank1, "rank5": res.rank(5), "rank10": res.rank(10), "mINP": res.mINP}
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_main:
