@@ -162,7 +162,7 @@ SWEEP_NOTES = {
              "that l = 4 is best on Market-1501 and l = 7 on MSMT17.",
 }
 
-PARSING_KEYS = ("pseudo_mask_miou", "pseudo_mask_fg_iou", "pred_mask_miou", "pred_mask_fg_iou",
+PARSING_KEYS = ("pseudo_mask_miou", "pseudo_mask_fg_iou", "pred_mask_miou", "pred_mask_fg_iou", "fg_norm_auc",
                 "num_clusters", "cluster_nmi", "cluster_ari")
 
 
@@ -666,7 +666,7 @@ def _plot_table(group: str, results: dict[tuple[str, str], list[dict[str, Any]]]
 
 
 CURVE_KEYS = (("pseudo_mask_fg_iou", "pseudo-mask fg IoU"), ("pseudo_mask_miou", "pseudo-mask part mIoU"),
-              ("cluster_nmi", "pseudo-label NMI"))
+              ("fg_norm_auc", "feature-norm AUC, body vs background"), ("cluster_nmi", "pseudo-label NMI"))
 
 
 def _epoch_curves(runs: list[dict[str, Any]], key: str) -> list[float] | None:
@@ -695,7 +695,7 @@ def _plot_curves(group: str, results: dict[tuple[str, str], list[dict[str, Any]]
     import matplotlib.pyplot as plt
 
     exps = [e for e in EXPERIMENTS if e.group == group]
-    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(15, 3.4))
     drawn = False
     for ax, (key, title) in zip(axes, CURVE_KEYS, strict=True):
         for e in exps:

@@ -422,3 +422,21 @@ def test_oracle_labels_tie_prefers_foreground_and_rejects_bad_input() -> None:
         oracle_part_labels(torch.zeros(1, 4, 4, dtype=torch.long), 1, (2, 2))
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
         oracle_part_labels(torch.zeros(4, 4, dtype=torch.long), 4, (2, 2))
+
+
+def test_binary_auc_matches_sklearn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from scwm.parsing import binary_auc
+
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        scores = torch.randint(0, 7, (300,), generator=gen).float() / 7  # many ties
+        labels = torch.rand(300, generator=gen) < 0.3
+        assert binary_auc(scores, labels) == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
+    assert binary_auc(torch.tensor([0.1, 0.9]), torch.tensor([False, True])) == 1.0
+    assert binary_auc(torch.tensor([0.9, 0.1]), torch.tensor([False, True])) == 0.0
+    assert binary_auc(torch.tensor([0.5, 0.5]), torch.tensor([False, True])) == 0.5
+    assert math.isnan(binary_auc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])))
+    with pytest.raises(ValueError, match="differ in size"):
+        binary_auc(torch.zeros(3), torch.zeros(2, dtype=torch.bool))

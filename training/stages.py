@@ -24,6 +24,7 @@ from scwm.memory import WeightedMemory
 from scwm.models import SCWMNet
 from scwm.parsing import (
     ParsingConfusion,
+    binary_auc,
     mask_momentum,
     oracle_part_labels,
     smooth_masks,
@@ -80,7 +81,7 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     and the memory initialised from cluster means. Runs on one process (rank 0 under DDP)."""
     tic = time.time()
     parsing = cfg.uses_parsing
-    with_gt = parsing and all(r.mask_path for r in records)
+    with_gt = all(r.mask_path for r in records)
     if cfg.cluster.part_source == "gt" and not with_gt:
         missing = next((r.path for r in records if not r.mask_path), "?")
         raise ValueError(f"cluster.part_source=gt needs a ground-truth mask for every training image; "
@@ -92,8 +93,15 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
             conf_pseudo = ParsingConfusion(cfg.model.num_parts, GT_LABELS, cfg.model.num_parts - 1)
             conf_pred = ParsingConfusion(cfg.model.num_parts, GT_LABELS, cfg.model.num_parts - 1)
     chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
+    norm_cells: list[tuple[torch.Tensor, torch.Tensor]] = []  # (max-normalized norm, body cell)
 
     def on_batch(out: Any, batch: dict[str, Any]) -> None:
+        if "mask" in batch:  # diagnostic of step 1's premise: does the feature norm mark the body?
+            fmap = out.feature_map.float()
+            nrm = fmap.norm(dim=1)
+            nrm = nrm / nrm.amax((1, 2), keepdim=True).clamp_min(1e-12)
+            body = oracle_part_labels(batch["mask"].to(fmap.device), 2, tuple(fmap.shape[2:])) == 0
+            norm_cells.append((nrm.flatten().cpu(), body.flatten().cpu()))
         if not parsing:
             return
         lab = parse_batch(out.feature_map, cfg, batch.get("mask"))
@@ -149,6 +157,8 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
 
         stats["cluster_nmi"] = float(normalized_mutual_info_score(gt_pids[clustered], labels[clustered]))
         stats["cluster_ari"] = float(adjusted_rand_score(gt_pids[clustered], labels[clustered]))
+    if norm_cells:
+        stats["fg_norm_auc"] = binary_auc(torch.cat([c[0] for c in norm_cells]), torch.cat([c[1] for c in norm_cells]))
     if conf_pseudo is not None and conf_pred is not None:
         for name, conf in (("pseudo_mask", conf_pseudo), ("pred_mask", conf_pred)):
             sc = conf.scores()

@@ -13,7 +13,7 @@ from scwm.parsing.cascaded import (
     order_parts_top_to_bottom,
     spatial_cascaded_clustering,
 )
-from scwm.parsing.metrics import ParsingConfusion, horizontal_stripes, parsing_scores
+from scwm.parsing.metrics import ParsingConfusion, binary_auc, horizontal_stripes, parsing_scores
 from scwm.parsing.oracle import GT_PART_GROUPS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
 
@@ -23,6 +23,7 @@ __all__ = [
     "LINKAGES",
     "ParsingConfusion",
     "batched_agglomerative",
+    "binary_auc",
     "batched_kmeans",
     "corrected_distance_matrix",
     "default_far_value",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["ParsingConfusion", "horizontal_stripes", "parsing_scores"]
+__all__ = ["ParsingConfusion", "binary_auc", "horizontal_stripes", "parsing_scores"]
 
 
 class ParsingConfusion:
@@ -135,3 +135,25 @@ def horizontal_stripes(
         raise ValueError(f"bad stripe spec B={batch} H={height} W={width} num_parts={num_parts}")
     rows = torch.arange(height, device=device) * num_parts // max(height, 1)
     return rows.view(1, height, 1).expand(batch, height, width).clone()
+
+
+def binary_auc(scores: Tensor, positive: Tensor) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean labels ``positive`` (Mann-Whitney U, ties
+    counted one half); NaN when one class is empty.
+
+    Used as the foreground-cue diagnostic of step 1 of cascaded clustering: scores = per-cell feature
+    norms, positive = cells whose pixels are mostly body. 0.5 = no signal, < 0.5 = background responds more.
+    """
+    x = torch.as_tensor(scores).flatten().double()
+    y = torch.as_tensor(positive).flatten().bool()
+    if x.shape != y.shape:
+        raise ValueError(f"scores and labels differ in size: {x.numel()} vs {y.numel()}")
+    n_pos = int(y.sum())
+    n_neg = y.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    avg_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each distinct value
+    rank_sum = avg_rank[inverse][y].sum().item()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
