@@ -22,12 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader
 
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.models import load_model
-from scwm.parsing import ParsingConfusion, horizontal_stripes, oracle_part_labels, spatial_cascaded_clustering
+from scwm.parsing import (
+    ParsingConfusion,
+    binary_auc,
+    horizontal_stripes,
+    oracle_part_labels,
+    spatial_cascaded_clustering,
+)
 from training.common import ensure_synthetic
 
 GT_LABELS = 6
@@ -97,9 +102,9 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
     for name, v in vs.items():
         out[name] = {**score(confs[name]), "seconds": times[name], "l": v["l"],
                      "eta": v.get("eta"), "sweep": v.get("sweep"), "fg_fraction": fg_cells[name] / total_cells}
-    y, x = torch.cat(is_fg).numpy(), torch.cat(norms).numpy()
-    out["_meta"] = {"norm_auc": float(roc_auc_score(y, x)) if 0 < y.mean() < 1 else float("nan"),
-                    "gt_fg_fraction": float(y.mean()), "images": len(records), "feature_map": [h, w],
+    y, x = torch.cat(is_fg), torch.cat(norms)
+    out["_meta"] = {"norm_auc": binary_auc(x, y), "gt_fg_fraction": float(y.float().mean()),
+                    "images": len(records), "feature_map": [h, w],
                     "input": list(size), "preset": preset, "checkpoint": args.current_checkpoint}
     return out
 
