@@ -361,3 +361,26 @@ def test_cli_tiny_with_preview(tmp_path, capsys):
     assert cli_main(["--preset", "tiny", "--out", str(out), "--seed", "0", "--preview", str(custom),
                      "--quiet"]) == 0
     assert custom.is_file()
+
+
+def test_track_background_scales_only_the_tracklet_backdrop() -> None:
+    from scwm.data.synthetic.config import camera_styles, preset
+    from scwm.data.synthetic.render import sample_track
+
+    cam = camera_styles(preset("market"), 0)[2]
+    default = sample_track(cam, np.random.default_rng(7))
+    # independent replay of the random stream (order of draws in sample_track)
+    rng = np.random.default_rng(7)
+    rng.choice(4, p=np.asarray(cam.view_probs) / np.sum(cam.view_probs))
+    tint = np.exp(rng.normal(0, 0.22) + rng.normal(0, 0.1, 3))
+    rng.integers(len(cam.scenes)), rng.uniform(0, 400), rng.uniform(3, 12), rng.choice([-1, 1])
+    rng.uniform(0, 2 * np.pi), rng.normal(0, cam.brightness_jitter), rng.normal(0, 0.12)
+    period = rng.uniform(0.6, 1.7)
+    assert default.bg_tint == pytest.approx(tuple(tint)) and default.bg_period == pytest.approx(period)
+    static = sample_track(cam, np.random.default_rng(7), background_variation=0.0)
+    assert static.bg_tint == (1.0, 1.0, 1.0) and static.bg_period == 1.0
+    # everything else about the tracklet is unchanged (same random stream)
+    for f in ("view", "scene", "bg_offset", "bg_speed", "phase", "brightness", "light"):
+        assert getattr(static, f) == getattr(default, f), f
+    half = sample_track(cam, np.random.default_rng(7), background_variation=0.5)
+    assert half.bg_period == pytest.approx(period ** 0.5) and half.bg_tint[0] == pytest.approx(tint[0] ** 0.5)

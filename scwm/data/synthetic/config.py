@@ -49,6 +49,9 @@ class SyntheticConfig(BaseModel):
     p_background_person: float = Field(0.15, ge=0.0, le=1.0)
     p_clutter: float = Field(0.5, ge=0.0, le=1.0)
     view_change: float = Field(0.12, ge=0.0, le=1.0)  # chance a frame's view differs from its track's
+    track_background: float = Field(1.0, ge=0.0, le=2.0)
+    """Scale of each tracklet's own backdrop change (tint, brightness, structure scale; 0 = the camera's
+    scenes are the same for every tracklet, as for a fixed real camera)."""
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:

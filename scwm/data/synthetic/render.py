@@ -580,14 +580,21 @@ def nominal_box(height: int, width: int) -> tuple[float, float, float, float]:
     return (-bw / 2, -BOX_MARGIN, bw / 2, 1.0 + BOX_MARGIN)
 
 
-def sample_track(camera: CameraStyle, rng: np.random.Generator) -> Track:
-    """Start a tracklet of one identity in ``camera``."""
+def sample_track(camera: CameraStyle, rng: np.random.Generator, background_variation: float = 1.0) -> Track:
+    """Start a tracklet of one identity in ``camera``.
+
+    ``background_variation`` scales the tracklet's own change of the camera's backdrop (tint, brightness,
+    structure scale) in log space: 1 = the presets' default, 0 = every tracklet in a scene sees the same
+    backdrop (only its position in the scene differs). The random stream is the same for every value.
+    """
     view = VIEWS[int(rng.choice(4, p=np.asarray(camera.view_probs) / np.sum(camera.view_probs)))]
-    tint = np.exp(rng.normal(0, 0.22) + rng.normal(0, 0.1, 3))  # brightness + mild hue shift
-    return Track(view, int(rng.integers(len(camera.scenes))), float(rng.uniform(0, 400)),
-                 float(rng.uniform(3, 12) * rng.choice([-1, 1])), float(rng.uniform(0, 2 * np.pi)),
-                 float(np.exp(rng.normal(0, camera.brightness_jitter))), float(rng.normal(0, 0.12)),
-                 (float(tint[0]), float(tint[1]), float(tint[2])), float(rng.uniform(0.6, 1.7)))
+    tint = np.exp(background_variation * (rng.normal(0, 0.22) + rng.normal(0, 0.1, 3)))  # brightness + hue
+    scene, offset = int(rng.integers(len(camera.scenes))), float(rng.uniform(0, 400))
+    speed, phase = float(rng.uniform(3, 12) * rng.choice([-1, 1])), float(rng.uniform(0, 2 * np.pi))
+    brightness, light = float(np.exp(rng.normal(0, camera.brightness_jitter))), float(rng.normal(0, 0.12))
+    period = float(rng.uniform(0.6, 1.7) ** background_variation)
+    return Track(view, scene, offset, speed, phase, brightness, light,
+                 (float(tint[0]), float(tint[1]), float(tint[2])), period)
 
 
 def _occluder(rng: np.random.Generator, box: tuple[float, float, float, float]) -> Occluder:
@@ -628,7 +635,7 @@ def sample_shot(camera: CameraStyle, config: SyntheticConfig, rng: np.random.Gen
     ``step`` is the image's position in it (walking phase and background offset advance with it).
     """
     if track is None:
-        track = sample_track(camera, rng)
+        track = sample_track(camera, rng, config.track_background)
     u = rng.uniform
     view = track.view
     if rng.random() < config.view_change:

@@ -125,7 +125,7 @@ def plan_dataset(preset_or_config: str | SyntheticConfig, seed: int = 0) -> Plan
                 query_cams = {int(c) for c in rng.choice(cam_list, size=nq, replace=False)}
             for cam in cam_list:
                 cam = int(cam)
-                track = sample_track(cams[cam], rng)
+                track = sample_track(cams[cam], rng, config.track_background)
                 n_img = int(rng.integers(config.images_per_track[0], config.images_per_track[1] + 1))
                 frame = int(rng.integers(1, 20000)) * 10
                 q_idx = int(rng.integers(n_img)) if cam in query_cams else -1
@@ -142,7 +142,7 @@ def plan_dataset(preset_or_config: str | SyntheticConfig, seed: int = 0) -> Plan
             frame = frame % 999999 + 1
         used.add((cam, frame))
         jobs.append(ImageJob("gallery", 0, cam, frame, sample_identity(rng, config.identity_space),
-                             sample_track(cams[cam], rng), 0))
+                             sample_track(cams[cam], rng, config.track_background), 0))
     return Plan(config, seed, cams, jobs, identities)
 
 
