@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ORDER = ["summary", "synthetic", "evaluation", "clustering", "parsing", "parsing_quality", "training", "serving"]
+ORDER = ["summary", "synthetic", "evaluation", "clustering", "pseudo_labels", "parsing", "parsing_quality", "training", "serving"]
 
 HEADER = """# Benchmarks
 

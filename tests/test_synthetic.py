@@ -384,3 +384,20 @@ def test_track_background_scales_only_the_tracklet_backdrop() -> None:
         assert getattr(static, f) == getattr(default, f), f
     half = sample_track(cam, np.random.default_rng(7), background_variation=0.5)
     assert half.bg_period == pytest.approx(period ** 0.5) and half.bg_tint[0] == pytest.approx(tint[0] ** 0.5)
+
+
+def test_cli_track_background_flag(tmp_path, capsys) -> None:
+    out = tmp_path / "static"
+    assert cli_main(["--preset", "tiny", "--out", str(out), "--seed", "0", "--quiet", "--track-background", "0"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["track_background"] == 0.0
+    ref = tmp_path / "ref"
+    assert cli_main(["--preset", "tiny", "--out", str(ref), "--seed", "0", "--quiet"]) == 0
+    assert json.loads((ref / "meta.json").read_text())["config"]["track_background"] == 1.0
+    names = sorted(p.name for p in (ref / "bounding_box_train").iterdir())
+    assert names == sorted(p.name for p in (out / "bounding_box_train").iterdir())  # same identities and shots
+    assert any((ref / "bounding_box_train" / n).read_bytes() != (out / "bounding_box_train" / n).read_bytes()
+               for n in names)
+    assert cli_main(["--preset", "tiny", "--out", str(tmp_path / "bad"), "--seed", "0", "--quiet",
+                     "--track-background", "-1"]) == 2
+    assert "track_background" in capsys.readouterr().err

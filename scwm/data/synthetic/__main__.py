@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from .config import PRESETS
+from .config import PRESETS, preset
 from .writer import OutputDirError, generate
 
 
@@ -23,10 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-workers", type=int, default=0, help="worker processes (0 = render in this process)")
     ap.add_argument("--overwrite", action="store_true", help="replace earlier generator outputs in OUT")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    ap.add_argument("--track-background", type=float, default=None, metavar="S",
+                    help="scale of each tracklet's own backdrop change (preset default 1; 0 = every tracklet of a "
+                         "camera scene sees the same backdrop)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        out = generate(args.preset, args.out, seed=args.seed, progress=not args.quiet,
+        config = preset(args.preset)
+        if args.track_background is not None:
+            config = config.model_validate({**config.model_dump(), "track_background": args.track_background})
+        out = generate(config, args.out, seed=args.seed, progress=not args.quiet,
                        num_workers=args.num_workers, overwrite=args.overwrite, preview=args.preview)
     except (OutputDirError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
