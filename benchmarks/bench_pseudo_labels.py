@@ -11,7 +11,6 @@ of every run, so it shows how pure the first epoch's training targets are.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
