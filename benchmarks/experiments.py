@@ -624,10 +624,11 @@ def _plot_sweep(group: str, results: dict[tuple[str, str], list[dict[str, Any]]]
     return True
 
 
-def _save_fig(fig: Any, path: Path) -> None:
+def _save_fig(fig: Any, path: Path, tight: bool = True) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -697,23 +698,27 @@ def _plot_curves(group: str, results: dict[tuple[str, str], list[dict[str, Any]]
     import matplotlib.pyplot as plt
 
     exps = [e for e in EXPERIMENTS if e.group == group]
-    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(15, 3.4))
-    drawn = False
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(CURVE_KEYS), figsize=(15, 3.8))
+    drawn: dict[str, Any] = {}
     for ax, (key, title) in zip(axes, CURVE_KEYS, strict=True):
-        for e in exps:
+        for i, e in enumerate(exps):  # one colour per experiment in every panel
             ys = _epoch_curves(results.get((target, e.name), []), key)
             if ys:
-                ax.plot(range(1, len(ys) + 1), ys, marker=".", label=e.label)
-                drawn = True
+                (line,) = ax.plot(range(1, len(ys) + 1), ys, marker=".", color=colors[i % len(colors)])
+                drawn.setdefault(e.label, line)
         ax.set_xlabel("epoch (clustering stage)")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     if not drawn:
         plt.close(fig)
         return False
-    axes[0].legend(fontsize=7)
+    labels = [e.label for e in exps if e.label in drawn]  # table order
+    fig.legend([drawn[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
+    fig.subplots_adjust(bottom=0.3)
     fig.suptitle(f"{GROUPS[group]}: {PAPER_TARGETS.get(target, target)} (mean over seeds)", fontsize=10)
-    _save_fig(fig, path)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    _save_fig(fig, path, tight=False)
     return True
 
 
