@@ -647,7 +647,8 @@ def _plot_table(group: str, results: dict[tuple[str, str], list[dict[str, Any]]]
     shown = [t for t in targets if any(results.get((t, e.name)) for e in exps)]
     if not shown:
         return False
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.6 * len(shown), 0.45 * len(exps) + 1.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(max(7.0, 4.6 * len(shown)), 0.45 * len(exps) + 1.4),
+                             squeeze=False)
     for ax, target in zip(axes[0], shown, strict=True):
         for y, e in enumerate(exps):
             vals = [100 * float(r["final"]["mAP"]) for r in results.get((target, e.name), [])
