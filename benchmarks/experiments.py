@@ -13,6 +13,12 @@ a crash or out-of-memory kill of one run cannot take down the harness, and its c
 relaunched with the same ``--run.output`` and resumes from its ``checkpoint.pt`` (training's own
 ``--run.resume``). Experiments whose resolved configuration is identical (e.g. Table 3 "weighted" and
 Table 1 "+WM+SCC") are trained once and the result is copied (``alias_of``).
+
+Several harness processes can share one plan: each run directory has a lock file, a locked run is left
+to its owner, so ``--jobs N`` (or N harness commands started by hand) work through the queue together.
+On 2 CPU cores, ``--jobs 2`` with ``--extra "--run.precision bf16 --data.num_workers 0"`` is how the
+published tables were made. ``report`` also inserts the hand-written findings of
+``benchmarks/results/ANALYSIS.md`` and draws one bar chart per table and the per-epoch parsing curves.
 """
 
 from __future__ import annotations
@@ -392,7 +398,30 @@ def _fmt_final(result: dict[str, Any] | None) -> str:
     return f"mAP {100 * final['mAP']:.1f}%, R1 {100 * final['rank1']:.1f}%"
 
 
+def worker_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str, str]]]:
+    """Command and environment of each of the ``--jobs`` harness processes (same plan, one thread share each)."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    cmd = [args.python, "-m", "benchmarks.experiments", "run", "--preset", args.preset, "--targets", *args.targets,
+           "--seeds", *map(str, args.seeds), "--results-dir", str(args.results_dir), "--python", args.python,
+           "--jobs", "1"]
+    if args.only:
+        cmd += ["--only", *args.only]
+    for chunk in args.extra or []:
+        cmd += ["--extra", chunk]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return [(cmd, env) for _ in range(args.jobs)]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs > 1 and not args.dry_run:
+        procs = []
+        for i, (cmd, env) in enumerate(worker_commands(args)):
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
+            if i + 1 < args.jobs:
+                time.sleep(2.0)  # let the first worker take the first run's lock
+        return max(p.wait() for p in procs)
     extra = [tok for chunk in args.extra or [] for tok in shlex.split(chunk)]
     jobs = plan(args.preset, args.targets, args.seeds, args.only, extra, Path(args.results_dir))
     print(f"{len(jobs)} run(s): preset {args.preset}, targets {' '.join(args.targets)}, seeds "
@@ -863,6 +892,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="print the plan and commands, train nothing")
     r.add_argument("--results-dir", default=str(RESULTS_DIR))
     r.add_argument("--python", default=sys.executable, help="interpreter for the training subprocesses")
+    r.add_argument("--jobs", type=int, default=1,
+                   help="harness processes sharing the queue (per-run locks), each with cores/jobs threads; "
+                        "2 single-threaded runs side by side beat 1 two-threaded run on 2 CPU cores")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="aggregate result.json files into RESULTS.md")
     rep.add_argument("--results-dir", default=str(RESULTS_DIR))

@@ -216,3 +216,28 @@ def test_verdict_single_seed_and_reversed(tmp_path: Path) -> None:
     stats = {"t3-weighted": ex.mean_sd([0.5, 0.7]), "t3-average": ex.mean_sd([0.3, 0.31])}
     v = ex.verdict(ex.Claim("t3-weighted", "t3-average"), "market", stats)
     assert v.endswith("yes — ours 60.0 vs 30.5")
+
+
+def test_jobs_launch_workers_sharing_the_queue(tmp_path: Path, monkeypatch) -> None:
+    launched: list[tuple[list[str], dict]] = []
+
+    class FakeProc:
+        def __init__(self, cmd, cwd, env) -> None:
+            launched.append((cmd, env))
+
+        def wait(self) -> int:
+            return len(launched) - 1  # second worker "fails": the harness reports the worst exit code
+
+    monkeypatch.setattr(ex.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(ex.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 4)
+    rc = ex.main(["run", "--preset", "smoke", "--targets", "tiny", "--seeds", "0", "1", "--only", "table3",
+                  "--extra", "--optim.iters 3", "--results-dir", str(tmp_path), "--jobs", "2"])
+    assert rc == 1 and len(launched) == 2
+    cmd, env = launched[0]
+    assert cmd[cmd.index("--jobs") + 1] == "1" and env["OMP_NUM_THREADS"] == "2"
+    assert cmd[cmd.index("--seeds") + 1: cmd.index("--seeds") + 3] == ["0", "1"]
+    assert cmd[cmd.index("--only") + 1] == "table3" and cmd[cmd.index("--extra") + 1] == "--optim.iters 3"
+    assert ex.build_parser().parse_args(cmd[3:]).jobs == 1  # the workers' command line parses
+    with pytest.raises(SystemExit, match="--jobs"):
+        ex.main(["run", "--jobs", "0", "--results-dir", str(tmp_path)])
