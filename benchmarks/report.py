@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ORDER = ["summary", "synthetic", "evaluation", "clustering", "pseudo_labels", "parsing", "parsing_quality", "training",
-         "serving"]
+ORDER = ["summary", "synthetic", "evaluation", "clustering", "pseudo_labels", "parsing", "parsing_quality",
+         "part_embeddings", "training", "serving"]
 
 HEADER = """# Benchmarks
 
