@@ -30,6 +30,7 @@ from scwm.parsing import (
     ParsingConfusion,
     binary_auc,
     horizontal_stripes,
+    norm_cue_cells,
     oracle_part_labels,
     spatial_cascaded_clustering,
 )
@@ -82,9 +83,9 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
         for batch in loader:
             fmap = model(batch["image"]).feature_map
             b, _, h, w = fmap.shape
-            nrm = fmap.norm(dim=1)
-            norms.append((nrm / nrm.amax((1, 2), keepdim=True).clamp_min(1e-12)).flatten())
-            is_fg.append((oracle_part_labels(batch["mask"], 2, (h, w)) == 0).flatten())
+            nrm, body = norm_cue_cells(fmap, batch["mask"])
+            norms.append(nrm)
+            is_fg.append(body)
             total_cells += b * h * w
             for name, v in vs.items():
                 tic = time.time()

@@ -440,3 +440,18 @@ def test_binary_auc_matches_sklearn_with_ties() -> None:
     assert math.isnan(binary_auc(torch.tensor([0.1, 0.2]), torch.tensor([True, True])))
     with pytest.raises(ValueError, match="differ in size"):
         binary_auc(torch.zeros(3), torch.zeros(2, dtype=torch.bool))
+
+
+def test_norm_cue_cells_known_answer() -> None:
+    from scwm.parsing import binary_auc, norm_cue_cells
+
+    gt = torch.zeros(2, 16, 8, dtype=torch.long)
+    gt[:, :, 4:] = 2  # right half body
+    fmap = torch.ones(2, 3, 4, 2)
+    fmap[:, :, :, 1] = 2.0  # the body column responds twice as strongly
+    norms, body = norm_cue_cells(fmap, gt)
+    assert norms.shape == body.shape == (16,)
+    assert body.view(2, 4, 2)[:, :, 1].all() and not body.view(2, 4, 2)[:, :, 0].any()
+    torch.testing.assert_close(norms.view(2, 4, 2)[:, :, 0], torch.full((2, 4), 0.5))
+    assert binary_auc(norms, body) == 1.0
+    assert binary_auc(-norms, body) == 0.0  # a background-dominated map inverts the cue

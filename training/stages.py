@@ -26,6 +26,7 @@ from scwm.parsing import (
     ParsingConfusion,
     binary_auc,
     mask_momentum,
+    norm_cue_cells,
     oracle_part_labels,
     smooth_masks,
     spatial_cascaded_clustering,
@@ -97,11 +98,8 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
 
     def on_batch(out: Any, batch: dict[str, Any]) -> None:
         if "mask" in batch:  # diagnostic of step 1's premise: does the feature norm mark the body?
-            fmap = out.feature_map.float()
-            nrm = fmap.norm(dim=1)
-            nrm = nrm / nrm.amax((1, 2), keepdim=True).clamp_min(1e-12)
-            body = oracle_part_labels(batch["mask"].to(fmap.device), 2, tuple(fmap.shape[2:])) == 0
-            norm_cells.append((nrm.flatten().cpu(), body.flatten().cpu()))
+            nrm, body = norm_cue_cells(out.feature_map, batch["mask"])
+            norm_cells.append((nrm.cpu(), body.cpu()))
         if not parsing:
             return
         lab = parse_batch(out.feature_map, cfg, batch.get("mask"))

@@ -13,7 +13,7 @@ from scwm.parsing.cascaded import (
     order_parts_top_to_bottom,
     spatial_cascaded_clustering,
 )
-from scwm.parsing.metrics import ParsingConfusion, binary_auc, horizontal_stripes, parsing_scores
+from scwm.parsing.metrics import ParsingConfusion, binary_auc, horizontal_stripes, norm_cue_cells, parsing_scores
 from scwm.parsing.oracle import GT_PART_GROUPS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
 
@@ -31,6 +31,7 @@ __all__ = [
     "horizontal_stripes",
     "labels_to_onehot",
     "mask_momentum",
+    "norm_cue_cells",
     "norm_saliency",
     "oracle_part_labels",
     "order_parts_top_to_bottom",

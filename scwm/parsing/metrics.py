@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["ParsingConfusion", "binary_auc", "horizontal_stripes", "parsing_scores"]
+from scwm.parsing.oracle import oracle_part_labels
+
+__all__ = ["ParsingConfusion", "binary_auc", "horizontal_stripes", "norm_cue_cells", "parsing_scores"]
 
 
 class ParsingConfusion:
@@ -157,3 +159,14 @@ def binary_auc(scores: Tensor, positive: Tensor) -> float:
     avg_rank = ends - (counts.double() - 1) / 2  # 1-based average rank of each distinct value
     rank_sum = avg_rank[inverse][y].sum().item()
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def norm_cue_cells(feature_maps: Tensor, gt_masks: Tensor) -> tuple[Tensor, Tensor]:
+    """Per feature cell: the feature norm divided by its image's maximum, and whether most of the cell's
+    ground-truth pixels are body (label != 0). Both flattened to ``(B*h*w,)``; feed them to
+    :func:`binary_auc` for the foreground-cue diagnostic of cascaded clustering's step 1."""
+    fmap = feature_maps.float()
+    norms = fmap.norm(dim=1)
+    norms = norms / norms.amax((1, 2), keepdim=True).clamp_min(1e-12)
+    body = oracle_part_labels(gt_masks.to(fmap.device), 2, tuple(fmap.shape[2:])) == 0
+    return norms.flatten(), body.flatten()
