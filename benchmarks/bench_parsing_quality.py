@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.models import load_model
 from scwm.parsing import (
+    NUM_GT_LABELS,
     ParsingConfusion,
     binary_auc,
     horizontal_stripes,
@@ -35,8 +36,6 @@ from scwm.parsing import (
     spatial_cascaded_clustering,
 )
 from training.common import ensure_synthetic
-
-GT_LABELS = 6
 
 
 def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) -> dict[str, dict]:
@@ -73,7 +72,7 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
     loader = DataLoader(ReIDImageDataset(records, EvalTransform(*size), use_gt_masks=True),
                         batch_size=64, num_workers=2, collate_fn=collate_skip_none)
     vs = variants(spec.num_parts, args.eta, args.etas, args.parts)
-    confs = {name: ParsingConfusion(v["l"], GT_LABELS, None if v.get("stripes") else v["l"] - 1)
+    confs = {name: ParsingConfusion(v["l"], NUM_GT_LABELS, None if v.get("stripes") else v["l"] - 1)
              for name, v in vs.items()}
     times = dict.fromkeys(vs, 0.0)
     fg_cells = dict.fromkeys(vs, 0)

@@ -24,6 +24,7 @@ from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_d
 from scwm.evaluation import evaluate_features
 from scwm.models import load_model
 from scwm.utils import atomic_write_json
+from training.common import extract
 
 EMBEDDINGS = ("global", "parts", "global+parts")
 
@@ -45,23 +46,19 @@ def score_model(path: Path, root: Path, batch_size: int = 128) -> dict[str, dict
     model, spec = load_model(path)
     ds = load_dataset("synthetic", root)
 
-    def extract(records):
+    def embed(records):
         loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width)), batch_size=batch_size,
                             collate_fn=collate_skip_none)
-        g, p = [], []
-        with torch.no_grad():
-            for batch in loader:
-                out = model(batch["image"])
-                g.append(out.global_feat.float())
-                p.append(out.part_feats.float())
-        return torch.cat(g), torch.cat(p)
+        f = extract(model, loader, torch.device("cpu"), progress=False)
+        kept = [records[i] for i in f["index"].numpy()]
+        return f["global"], f["parts"], np.array([r.pid for r in kept]), np.array([r.camid for r in kept])
 
-    (qg, qp), (gg, gp) = extract(ds.query), extract(ds.gallery)
-    meta = [np.array([getattr(r, k) for r in recs]) for recs in (ds.query, ds.gallery) for k in ("pid", "camid")]
+    qg, qp, q_pids, q_cams = embed(ds.query)
+    gg, gp, g_pids, g_cams = embed(ds.gallery)
     out = {}
     for kind in EMBEDDINGS:
-        res = evaluate_features(combine(qg, qp, kind), combine(gg, gp, kind), meta[0], meta[2], meta[1], meta[3],
-                                max_rank=min(50, len(ds.gallery)))
+        res = evaluate_features(combine(qg, qp, kind), combine(gg, gp, kind), q_pids, g_pids, q_cams, g_cams,
+                                max_rank=min(50, len(g_pids)))
         out[kind] = {"mAP": float(res.mAP), "rank1": float(res.rank1)}
     return out
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch.utils.data import DataLoader
 
@@ -24,7 +23,7 @@ from scwm.clustering import pseudo_labels
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.models import load_model
 from scwm.utils import atomic_write_json
-from training.common import ensure_synthetic
+from training.common import ensure_synthetic, extract
 
 
 def cluster_quality(labels: np.ndarray, pids: np.ndarray) -> dict[str, float]:
@@ -43,11 +42,8 @@ def features(checkpoint: str, root: Path) -> tuple[torch.Tensor, np.ndarray]:
     records = load_dataset("synthetic", root).train
     loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width)), batch_size=128,
                         collate_fn=collate_skip_none)
-    feats = []
-    with torch.no_grad():
-        for batch in loader:
-            feats.append(F.normalize(model(batch["image"]).global_feat.float(), dim=1))
-    return torch.cat(feats), np.asarray([r.pid for r in records])
+    f = extract(model, loader, torch.device("cpu"), progress=False)
+    return f["global"], np.asarray([records[i].pid for i in f["index"].numpy()])
 
 
 def main(argv: list[str] | None = None) -> dict:

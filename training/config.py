@@ -18,11 +18,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 PartSource = Literal["scc", "cascaded", "foreground", "space", "stripes", "none", "gt"]
-"""Pseudo part masks: SCC and its Table 2 variants, PPLR stripes, none (global only), or ``gt``: an oracle
-pooled from the synthetic ground-truth masks (upper bound, not the method)."""
 """Where pseudo part masks come from (paper Table 1-2): ``scc`` = both corrections (SCWM),
 ``cascaded`` = original ISP cascaded clustering, ``foreground`` / ``space`` = one correction only,
-``stripes`` = fixed horizontal stripes (the PPLR baseline, no parsing), ``none`` = global only."""
+``stripes`` = fixed horizontal stripes (the PPLR baseline, no parsing), ``none`` = global only,
+``gt`` = oracle masks pooled from the synthetic ground truth (an upper bound, not the method)."""
 
 
 class _Section(BaseModel):

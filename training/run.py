@@ -192,9 +192,7 @@ class Trainer:
             last = epoch == cfg.optim.epochs - 1
             if self.has_eval and self.env.is_main and (last or (cfg.run.eval_every and
                                                                 (epoch + 1) % cfg.run.eval_every == 0)):
-                res = evaluate(self.net, self.dataset, cfg, self.device)
-                rec.update({"mAP": res.mAP, "rank1": res.rank1, "rank5": res.rank(5), "rank10": res.rank(10),
-                            "mINP": res.mINP})
+                rec.update(self._evaluate())
                 result = rec
             rec["time_epoch_s"] = time.time() - tic
             if self.env.is_main:
@@ -211,8 +209,10 @@ class Trainer:
         logged = [r for r in self.metrics.records() if r.get("epoch") == last_epoch]
         if logged and "mAP" in logged[-1]:
             return logged[-1]
-        if not self.has_eval:
-            return {}
+        return self._evaluate() if self.has_eval else {}
+
+    def _evaluate(self) -> dict[str, float]:
+        """The figures logged for an evaluation on query/gallery."""
         res = evaluate(self.net, self.dataset, self.cfg, self.device)
         return {"mAP": res.mAP, "rank1": res.rank1, "rank5": res.rank(5), "rank10": res.rank(10), "mINP": res.mINP}
 

@@ -23,6 +23,7 @@ from scwm.losses import total_loss
 from scwm.memory import WeightedMemory
 from scwm.models import SCWMNet
 from scwm.parsing import (
+    NUM_GT_LABELS,
     ParsingConfusion,
     binary_auc,
     mask_momentum,
@@ -36,8 +37,6 @@ from .common import DistEnv, all_gather_cat, autocast_context, eval_loader, extr
 from .config import TrainConfig
 
 log = logging.getLogger("scwm")
-
-GT_LABELS = 6  # synthetic ground truth: background, head, upper, lower, shoes, accessory
 
 _VARIANTS = {  # part_source -> (foreground_correction, space_correction)  (paper Table 2)
     "scc": (True, True),
@@ -91,8 +90,8 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     conf_pseudo = conf_pred = None
     if parsing:
         if with_gt:
-            conf_pseudo = ParsingConfusion(cfg.model.num_parts, GT_LABELS, cfg.model.num_parts - 1)
-            conf_pred = ParsingConfusion(cfg.model.num_parts, GT_LABELS, cfg.model.num_parts - 1)
+            conf_pseudo = ParsingConfusion(cfg.model.num_parts, NUM_GT_LABELS, cfg.model.num_parts - 1)
+            conf_pred = ParsingConfusion(cfg.model.num_parts, NUM_GT_LABELS, cfg.model.num_parts - 1)
     chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
     norm_cells: list[tuple[torch.Tensor, torch.Tensor]] = []  # (max-normalized norm, body cell)
 

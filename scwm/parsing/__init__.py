@@ -14,13 +14,14 @@ from scwm.parsing.cascaded import (
     spatial_cascaded_clustering,
 )
 from scwm.parsing.metrics import ParsingConfusion, binary_auc, horizontal_stripes, norm_cue_cells, parsing_scores
-from scwm.parsing.oracle import GT_PART_GROUPS, oracle_part_labels
+from scwm.parsing.oracle import GT_PART_GROUPS, NUM_GT_LABELS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
 
 __all__ = [
     "DEFAULT_ETA",
     "GT_PART_GROUPS",
     "LINKAGES",
+    "NUM_GT_LABELS",
     "ParsingConfusion",
     "batched_agglomerative",
     "binary_auc",

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["GT_PART_GROUPS", "oracle_part_labels"]
+__all__ = ["GT_PART_GROUPS", "NUM_GT_LABELS", "oracle_part_labels"]
 
 NUM_GT_LABELS = 6
+"""Labels of the synthetic ground truth: background, head, upper body, lower body, shoes, accessory."""
 
 GT_PART_GROUPS: dict[int, tuple[tuple[int, ...], ...]] = {
     1: ((1, 2, 3, 4, 5),),
