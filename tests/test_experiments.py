@@ -56,6 +56,7 @@ def test_intended_field_values() -> None:
     assert cc.cluster.part_source == "none" and not cc.loss.part_nce and not cc.loss.weighted_nce
     assert cc.loss.memory_update == "hardest" and not cc.loss.part_classification
     assert cfg("peer-supervised").cluster.supervised and cfg("peer-wnce-literal").loss.wnce_literal
+    assert cfg("peer-diversity-sum").loss.diversity_sum and not cfg("t1-wm-scc").loss.diversity_sum
     assert cfg("parts-6", "msmt").model.num_parts == 6 and cfg("eta-1").cluster.eta == 1.0
     assert {e.group for e in ex.EXPERIMENTS} == set(ex.GROUPS)
     for claims in ex.CLAIMS.values():
@@ -241,3 +242,13 @@ def test_jobs_launch_workers_sharing_the_queue(tmp_path: Path, monkeypatch) -> N
     assert ex.build_parser().parse_args(cmd[3:]).jobs == 1  # the workers' command line parses
     with pytest.raises(SystemExit, match="--jobs"):
         ex.main(["run", "--jobs", "0", "--results-dir", str(tmp_path)])
+
+
+def test_fingerprint_ignores_added_fields_at_their_old_value(tmp_path) -> None:
+    """A field added after runs were recorded keeps their fingerprints while it holds the old value."""
+    argv = ex.build_argv("synthetic", "market", ex.BY_NAME["t1-wm-scc"], 0, tmp_path / "r", [])
+    base = ex.fingerprint(argv)
+    assert ("loss", "diversity_sum") in ex.ADDED_FIELDS
+    assert ex.fingerprint([*argv, "--loss.diversity_sum", "false"]) == base
+    assert ex.fingerprint([*argv, "--loss.diversity_sum", "true"]) != base
+    assert ex.fingerprint([*argv, "--loss.diversity", "false"]) != base  # ordinary fields still count

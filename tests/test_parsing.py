@@ -455,3 +455,30 @@ def test_norm_cue_cells_known_answer() -> None:
     torch.testing.assert_close(norms.view(2, 4, 2)[:, :, 0], torch.full((2, 4), 0.5))
     assert binary_auc(norms, body) == 1.0
     assert binary_auc(-norms, body) == 0.0  # a background-dominated map inverts the cue
+
+
+def test_part_map_similarity_matches_loop_and_known_answers() -> None:
+    from scwm.parsing import part_map_similarity
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(3, 5, 6, 4), dim=1)
+    got = part_map_similarity(probs)
+    for b in range(3):
+        fg = probs[b, :-1].flatten(1)
+        sims = [F.cosine_similarity(fg[i], fg[j], dim=0) for i in range(4) for j in range(4) if i < j]
+        assert got[b].item() == pytest.approx(torch.stack(sims).mean().item(), abs=1e-6)
+    with_bg = part_map_similarity(probs, include_background=True)
+    full = probs[0].flatten(1)
+    ref = torch.stack([F.cosine_similarity(full[i], full[j], dim=0) for i in range(5) for j in range(i + 1, 5)])
+    assert with_bg[0].item() == pytest.approx(ref.mean().item(), abs=1e-6)
+    # collapse (every part the same map, whatever its scale) -> 1; disjoint parts -> 0; an empty part -> 0
+    same = torch.rand(1, 1, 4, 2).expand(1, 4, 4, 2) * torch.tensor([1.0, 2.0, 0.5, 1.0]).view(1, 4, 1, 1)
+    assert part_map_similarity(same).item() == pytest.approx(1.0, abs=1e-6)
+    disjoint = F.one_hot(torch.arange(8).view(1, 4, 2) % 4, 4).permute(0, 3, 1, 2).float()
+    assert part_map_similarity(disjoint).item() == 0.0
+    empty = torch.zeros(1, 3, 2, 2)
+    empty[0, 0] = 1.0
+    assert part_map_similarity(empty).item() == 0.0
+    assert math.isnan(part_map_similarity(torch.ones(2, 2, 3, 3)).tolist()[0])
+    with pytest.raises(ValueError, match="part_probs"):
+        part_map_similarity(torch.ones(2, 3, 3))

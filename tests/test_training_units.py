@@ -60,6 +60,9 @@ def test_term_switches_follow_part_source() -> None:
     sw = term_switches(cfg)
     assert sw.parsing and not sw.diversity and sw.nce_literal and not sw.nce_weighted
     assert model_spec(cfg).part_mode == "learned"
+    assert term_switches(preset_config("synthetic")).diversity_normalize  # default: pixel mean
+    literal = term_switches(preset_config("synthetic", {"loss": {"diversity_sum": True}}))
+    assert literal.diversity and not literal.diversity_normalize  # Eq. 5 as printed: sum over pixels
 
 
 def test_parse_batch_oracle_source_pools_ground_truth() -> None:

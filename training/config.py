@@ -99,6 +99,9 @@ class LossConfig(_Section):
     separation: bool = True
     parsing: bool = True
     diversity: bool = True
+    diversity_sum: bool = False
+    """Eq. 5 as printed: sum the pair products over the pixels (its weight then grows with the feature-map
+    size, x32 at 8x4, x192 at 24x8) instead of the default pixel mean."""
     part_classification: bool = True
     memory_update: Literal["average", "hardest", "weighted"] = "weighted"
     temperature: float = Field(0.05, gt=0)

@@ -170,8 +170,8 @@ def term_switches(cfg: TrainConfig) -> TermSwitches:
     return TermSwitches(
         nce=lc.wnce, nce_weighted=lc.weighted_nce, nce_parts=lc.part_nce, nce_literal=lc.wnce_literal,
         separation=lc.separation, parsing=lc.parsing and parts_learned,
-        diversity=lc.diversity and parts_learned, part_classification=lc.part_classification,
-        beta=lc.beta, tau=lc.temperature,
+        diversity=lc.diversity and parts_learned, diversity_normalize=not lc.diversity_sum,
+        part_classification=lc.part_classification, beta=lc.beta, tau=lc.temperature,
     )
 
 

@@ -13,7 +13,14 @@ from scwm.parsing.cascaded import (
     order_parts_top_to_bottom,
     spatial_cascaded_clustering,
 )
-from scwm.parsing.metrics import ParsingConfusion, binary_auc, horizontal_stripes, norm_cue_cells, parsing_scores
+from scwm.parsing.metrics import (
+    ParsingConfusion,
+    binary_auc,
+    horizontal_stripes,
+    norm_cue_cells,
+    parsing_scores,
+    part_map_similarity,
+)
 from scwm.parsing.oracle import GT_PART_GROUPS, NUM_GT_LABELS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
 
@@ -36,6 +43,7 @@ __all__ = [
     "norm_saliency",
     "oracle_part_labels",
     "order_parts_top_to_bottom",
+    "part_map_similarity",
     "parsing_scores",
     "smooth_masks",
     "spatial_cascaded_clustering",

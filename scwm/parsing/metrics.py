@@ -28,7 +28,9 @@ from torch import Tensor
 
 from scwm.parsing.oracle import oracle_part_labels
 
-__all__ = ["ParsingConfusion", "binary_auc", "horizontal_stripes", "norm_cue_cells", "parsing_scores"]
+__all__ = [
+    "ParsingConfusion", "binary_auc", "horizontal_stripes", "norm_cue_cells", "part_map_similarity", "parsing_scores",
+]
 
 
 class ParsingConfusion:
@@ -170,3 +172,25 @@ def norm_cue_cells(feature_maps: Tensor, gt_masks: Tensor) -> tuple[Tensor, Tens
     norms = norms / norms.amax((1, 2), keepdim=True).clamp_min(1e-12)
     body = oracle_part_labels(gt_masks.to(fmap.device), 2, tuple(fmap.shape[2:])) == 0
     return norms.flatten(), body.flatten()
+
+
+def part_map_similarity(part_probs: Tensor, include_background: bool = False) -> Tensor:
+    """Mean pairwise cosine similarity between the part maps of each image, ``(B,)``.
+
+    ``part_probs (B, l, h, w)`` are the part head's soft maps (background last). For every pair
+    ``i < j`` of maps (foreground maps only unless ``include_background``), the maps are flattened
+    over ``(h, w)`` and compared by cosine; the result averages the pairs. 1 = all parts cover the same
+    cells in the same proportions (the collapse that Eq. 5's diversity loss prevents, paper Fig. 4),
+    0 = disjoint parts. Unlike Eq. 5 it does not depend on how much mass each part has. An all-zero map
+    counts as similarity 0 with every other map. NaN for fewer than two maps.
+    """
+    if part_probs.dim() != 4:
+        raise ValueError(f"part_probs must be (B, l, h, w), got {tuple(part_probs.shape)}")
+    maps = part_probs if include_background else part_probs[:, :-1]
+    b, k = maps.shape[:2]
+    if k < 2:
+        return torch.full((b,), float("nan"), device=part_probs.device)
+    unit = F.normalize(maps.float().flatten(2), dim=2)  # (B, k, hw)
+    gram = unit @ unit.transpose(1, 2)  # (B, k, k)
+    off_diag = gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(1)
+    return off_diag / (k * (k - 1))
