@@ -39,6 +39,8 @@ def test_run_writes_results_and_loadable_model(world, tmp_path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert set(results["final"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
     assert 0.0 <= results["final"]["mAP"] <= 1.0
+    assert results["model"] == "model.pt" and results["metrics"] == "metrics.jsonl"  # portable run folder
+    assert Path(summary["model"]) == out / "model.pt"  # the returned summary keeps usable paths
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
     for key in ("num_clusters", "loss_total", "loss_parsing", "loss_diversity", "loss_nce", "loss_separation",

@@ -8,12 +8,14 @@ With no arguments (preset ``synthetic``) it generates the synthetic source and t
 absent, pretrains on the source if no checkpoint is cached, runs SCWM on the target, evaluates, and
 prints where the results and checkpoints are. Multi-GPU / multi-node: launch with ``torchrun``.
 Outputs in ``run.output``: ``checkpoint.pt`` (last epoch, resumable), ``model.pt`` (final weights for
-serving), ``metrics.jsonl``, ``curves.png``, ``config.yaml``, ``results.json``, ``train.log``.
+serving), ``metrics.jsonl``, ``curves.png``, ``config.yaml``, ``results.json`` (final figures; its file
+paths are relative to ``run.output``), ``train.log``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -225,8 +227,13 @@ class Trainer:
         summary = {"model": str(model_path), "checkpoint": str(self.ckpt_path), "metrics": str(self.metrics.path),
                    "curves": str(plot) if plot else None,
                    "final": {k: result[k] for k in ("mAP", "rank1", "rank5", "rank10", "mINP") if k in result}}
-        atomic_write_json(self.out / "results.json", summary)
+        # on disk, paths are relative to the run directory, so a run folder can be moved or committed
+        portable = {k: (os.path.relpath(v, self.out) if k in _PATH_KEYS and v else v) for k, v in summary.items()}
+        atomic_write_json(self.out / "results.json", portable)
         return summary
+
+
+_PATH_KEYS = ("model", "checkpoint", "metrics", "curves")
 
 
 def _fmt(rec: dict[str, Any]) -> str:
