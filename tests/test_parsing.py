@@ -482,3 +482,38 @@ def test_part_map_similarity_matches_loop_and_known_answers() -> None:
     assert math.isnan(part_map_similarity(torch.ones(2, 2, 3, 3)).tolist()[0])
     with pytest.raises(ValueError, match="part_probs"):
         part_map_similarity(torch.ones(2, 3, 3))
+
+
+def test_within_position_auc_matches_per_position_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from scwm.parsing import within_position_auc
+
+    gen = torch.Generator().manual_seed(11)
+    body = torch.rand(200, 4, 3, generator=gen) < torch.tensor([0.02, 0.5, 0.3])  # column 0 almost never body
+    norms = torch.rand(200, 4, 3, generator=gen) + 0.3 * body
+    ref = [roc_auc_score(body[:, i, j].numpy(), norms[:, i, j].numpy())
+           for i in range(4) for j in range(3) if 0.1 <= body[:, i, j].float().mean() <= 0.9]
+    auc, n = within_position_auc(norms, body)
+    assert n == len(ref) == 8
+    assert auc == pytest.approx(sum(ref) / len(ref), abs=1e-12)
+
+
+def test_within_position_auc_separates_position_from_content() -> None:
+    from scwm.parsing import binary_auc, within_position_auc
+
+    gen = torch.Generator().manual_seed(3)
+    body = torch.zeros(400, 6, 4, dtype=torch.bool)
+    body[:, :, 1:3] = torch.rand(400, 6, 2, generator=gen) < 0.7  # bodies in the centre columns
+    body[:, :, 0] = torch.rand(400, 6, generator=gen) < 0.2
+    profile = torch.tensor([0.2, 1.0, 1.0, 0.2])[None, None, :]
+    positional = profile.expand(400, 6, 4)  # a fixed spatial profile, blind to content
+    assert binary_auc(positional, body) > 0.75  # the pooled AUC is fooled by the layout ...
+    assert within_position_auc(positional, body)[0] == pytest.approx(0.5)  # ... this is not (all ties)
+    content = body.float() + 0.01 * torch.rand(400, 6, 4, generator=gen)
+    assert within_position_auc(content, body)[0] == pytest.approx(1.0)
+    assert math.isnan(within_position_auc(positional, torch.ones_like(body))[0])
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        within_position_auc(positional.flatten(), body.flatten())
+    with pytest.raises(ValueError, match="min_share"):
+        within_position_auc(positional, body, min_share=0.5)

@@ -20,6 +20,7 @@ from scwm.parsing.metrics import (
     norm_cue_cells,
     parsing_scores,
     part_map_similarity,
+    within_position_auc,
 )
 from scwm.parsing.oracle import GT_PART_GROUPS, NUM_GT_LABELS, oracle_part_labels
 from scwm.parsing.smoothing import labels_to_onehot, mask_momentum, smooth_masks
@@ -47,4 +48,5 @@ __all__ = [
     "parsing_scores",
     "smooth_masks",
     "spatial_cascaded_clustering",
+    "within_position_auc",
 ]

@@ -174,6 +174,28 @@ def norm_cue_cells(feature_maps: Tensor, gt_masks: Tensor) -> tuple[Tensor, Tens
     return norms.flatten(), body.flatten()
 
 
+def within_position_auc(norms: Tensor, positive: Tensor, min_share: float = 0.1) -> tuple[float, int]:
+    """Content part of the foreground cue: :func:`binary_auc` of ``norms`` for ``positive`` computed at
+    each feature-grid position separately, averaged over the positions where the positive share lies in
+    ``[min_share, 1 - min_share]``; returns ``(mean AUC, number of positions)`` (NaN, 0 when none).
+
+    ``norms`` and ``positive`` are ``(N, h, w)`` (N images). The pooled AUC mixes two signals: whether
+    the norm is higher on the body than on the background *at the same place*, and whether the norm has
+    a fixed spatial profile that happens to overlap where bodies usually are (image centre). This one
+    keeps only the first. One AUC per position: a loop over at most ``h*w`` positions, not over images.
+    """
+    x = torch.as_tensor(norms)
+    y = torch.as_tensor(positive).bool()
+    if x.dim() != 3 or x.shape != y.shape:
+        raise ValueError(f"norms and positive must both be (N, h, w), got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not 0.0 <= min_share < 0.5:
+        raise ValueError(f"min_share must be in [0, 0.5), got {min_share}")
+    share = y.float().mean(0)
+    keep = ((share >= min_share) & (share <= 1 - min_share) & (share > 0) & (share < 1)).nonzero().tolist()
+    aucs = [binary_auc(x[:, i, j], y[:, i, j]) for i, j in keep]
+    return (float(sum(aucs) / len(aucs)), len(aucs)) if aucs else (float("nan"), 0)
+
+
 def part_map_similarity(part_probs: Tensor, include_background: bool = False) -> Tensor:
     """Mean pairwise cosine similarity between the part maps of each image, ``(B,)``.
 
