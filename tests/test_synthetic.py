@@ -291,7 +291,8 @@ def test_meta_json(tiny):
     assert meta["part_names"] == PART_NAMES
     assert meta["image_size"] == [128, 64]
     assert meta["num_cameras"] == 3 and meta["num_ids"] == {"train": 8, "test": 8}
-    assert meta["config"] == preset("tiny").model_dump(mode="json")
+    full = preset("tiny").model_dump(mode="json")
+    assert meta["config"] == preset("tiny").echo() == {k: v for k, v in full.items() if k != "scene_kinds"}
     assert sum(meta["counts"].values()) == len((tiny / "annotations.jsonl").read_text().splitlines())
     assert 80 <= sum(meta["counts"].values()) <= 130
     assert meta["generator_version"]
@@ -401,3 +402,31 @@ def test_cli_track_background_flag(tmp_path, capsys) -> None:
     assert cli_main(["--preset", "tiny", "--out", str(tmp_path / "bad"), "--seed", "0", "--quiet",
                      "--track-background", "-1"]) == 2
     assert "track_background" in capsys.readouterr().err
+
+
+def test_scene_kinds_override_only_the_scenes() -> None:
+    from scwm.data.synthetic import camera_styles
+
+    src = preset("source")
+    plain = camera_styles(src, 0)
+    assert {s.kind for c in plain for s in c.scenes} == {"studio"}
+    mixed = camera_styles(src.model_copy(update={"scene_kinds": ("street", "park", "indoor")}), 0)
+    assert {s.kind for c in mixed for s in c.scenes} <= {"street", "park", "indoor"}
+    assert len({s.kind for c in mixed for s in c.scenes}) >= 2
+    for a, b in zip(plain, mixed, strict=True):  # camera look (cast, blur, noise, ...) drawn before the scenes
+        assert (a.gain, a.brightness, a.blur, a.noise, a.jpeg_quality) == (b.gain, b.brightness, b.blur, b.noise,
+                                                                          b.jpeg_quality)
+    # without an override the market draw is the domain's own (street / park), and the echo omits the field
+    assert {s.kind for c in camera_styles(preset("market"), 0) for s in c.scenes} <= {"street", "park"}
+    assert "scene_kinds" not in preset("market").echo()
+    assert src.model_copy(update={"scene_kinds": ("park",)}).echo()["scene_kinds"] == ["park"]
+    with pytest.raises(ValueError):
+        src.model_validate({**src.model_dump(), "scene_kinds": ("beach",)})
+
+
+def test_cli_scenes_flag(tmp_path) -> None:
+    out = tmp_path / "parks"
+    assert cli_main(["--preset", "tiny", "--out", str(out), "--seed", "0", "--quiet", "--scenes", "park"]) == 0
+    assert json.loads((out / "meta.json").read_text())["config"]["scene_kinds"] == ["park"]
+    with pytest.raises(SystemExit):
+        cli_main(["--preset", "tiny", "--out", str(tmp_path / "x"), "--scenes", "beach"])

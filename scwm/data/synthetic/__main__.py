@@ -26,12 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--track-background", type=float, default=None, metavar="S",
                     help="scale of each tracklet's own backdrop change (preset default 1; 0 = every tracklet of a "
                          "camera scene sees the same backdrop)")
+    ap.add_argument("--scenes", nargs="+", default=None, choices=("street", "park", "indoor", "studio"),
+                    help="draw every camera scene from these kinds instead of the preset's camera domain's "
+                         "(e.g. a cluttered source domain: --preset source --scenes street park indoor)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
         config = preset(args.preset)
         if args.track_background is not None:
             config = config.model_validate({**config.model_dump(), "track_background": args.track_background})
+        if args.scenes is not None:
+            config = config.model_validate({**config.model_dump(), "scene_kinds": tuple(args.scenes)})
         out = generate(config, args.out, seed=args.seed, progress=not args.quiet,
                        num_workers=args.num_workers, overwrite=args.overwrite, preview=args.preview)
     except (OutputDirError, ValueError) as exc:

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IntRange = tuple[int, int]
+SceneKind = Literal["street", "park", "indoor", "studio"]
 
 
 class SyntheticConfig(BaseModel):
@@ -52,6 +53,17 @@ class SyntheticConfig(BaseModel):
     track_background: float = Field(1.0, ge=0.0, le=2.0)
     """Scale of each tracklet's own backdrop change (tint, brightness, structure scale; 0 = the camera's
     scenes are the same for every tracklet, as for a fixed real camera)."""
+    scene_kinds: tuple[SceneKind, ...] | None = None
+    """Draw every camera scene uniformly from these kinds instead of the camera domain's own (``source``:
+    plain studio backdrops; ``market``: street and park; ``msmt``: those and indoor). None = the domain's."""
+
+    def echo(self) -> dict:
+        """The config as recorded in ``meta.json``. ``scene_kinds`` is left out while it is None, so that the
+        outputs written before it existed still count as current (they are byte-identical)."""
+        d = self.model_dump(mode="json")
+        if d.get("scene_kinds") is None:
+            d.pop("scene_kinds", None)
+        return d
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:
@@ -181,6 +193,14 @@ def _scene(rng: np.random.Generator, kind: str) -> SceneStyle:
     raise ValueError(f"unknown scene kind {kind!r}")
 
 
+def _scene_kind(rng: np.random.Generator, config: SyntheticConfig, default: str | list[str]) -> str:
+    """The kind of one camera scene: the config's override if set, else the domain's fixed kind or a draw
+    from its list (drawn exactly as before the override existed, so default outputs are unchanged)."""
+    if config.scene_kinds is not None:
+        return str(rng.choice(list(config.scene_kinds)))
+    return default if isinstance(default, str) else str(rng.choice(default))
+
+
 def camera_styles(config: SyntheticConfig, seed: int) -> list[CameraStyle]:
     """Draw the config's cameras; deterministic in ``(camera_domain, seed)``."""
     cams = []
@@ -188,6 +208,7 @@ def camera_styles(config: SyntheticConfig, seed: int) -> list[CameraStyle]:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stable_code("camera"),
                                                                              stable_code(config.camera_domain), i)))
         u = rng.uniform
+
         sides = u(0.1, 0.35)
         fb = u(0.3, 0.7)
         views = (fb * (1 - sides), (1 - fb) * (1 - sides), sides / 2, sides / 2)
@@ -197,18 +218,19 @@ def camera_styles(config: SyntheticConfig, seed: int) -> list[CameraStyle]:
             cams.append(CameraStyle(
                 i, "market", indoor, tuple(float(x) for x in 1 + cast), u(0.88, 1.1), 0.05, u(0.9, 1.1),
                 u(0.85, 1.1), u(0.3, 0.9), u(2, 5), int(rng.integers(75, 93)), views,
-                tuple(_scene(rng, str(rng.choice(["street", "park", "street"]))) for _ in range(4))))
+                tuple(_scene(rng, _scene_kind(rng, config, ["street", "park", "street"])) for _ in range(4))))
         elif config.camera_domain == "msmt":
             indoor = bool(rng.random() < 0.35)
             cast = rng.normal(0, 0.12, 3) + (np.array([0.08, 0.02, -0.1]) if indoor and rng.random() < 0.5 else 0)
             cams.append(CameraStyle(
                 i, "msmt", indoor, tuple(float(x) for x in 1 + cast), u(0.55, 1.2), u(0.08, 0.2), u(0.75, 1.15),
                 u(0.6, 1.15), u(0.4, 1.5), u(3, 9), int(rng.integers(60, 91)), views,
-                tuple(_scene(rng, "indoor" if indoor else str(rng.choice(["street", "park"]))) for _ in range(4))))
+                tuple(_scene(rng, _scene_kind(rng, config, "indoor" if indoor else ["street", "park"]))
+                      for _ in range(4))))
         else:
             cast = rng.normal(0, 0.04, 3) + np.array([-0.04, 0.0, 0.06])
             cams.append(CameraStyle(
                 i, "source", False, tuple(float(x) for x in 1 + cast), u(1.0, 1.15), 0.04, u(1.05, 1.25),
                 u(1.15, 1.35), u(0.0, 0.35), u(0, 1.5), int(rng.integers(92, 97)), views,
-                tuple(_scene(rng, "studio") for _ in range(2))))
+                tuple(_scene(rng, _scene_kind(rng, config, "studio")) for _ in range(2))))
     return cams

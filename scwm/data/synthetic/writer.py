@@ -220,7 +220,7 @@ def _prepare_out(out: Path, config: SyntheticConfig, seed: int, overwrite: bool)
         prev = meta or marker
         same = prev is not None and prev.get("preset") == config.name and prev.get("seed") == seed
         if meta is not None and same and not overwrite and meta.get("generator_version") == GENERATOR_VERSION \
-                and meta.get("config") == config.model_dump(mode="json") and _is_complete(out, meta):
+                and meta.get("config") == config.echo() and _is_complete(out, meta):
             return True
         if not same and not overwrite:
             what = (f"a synthetic dataset with preset={prev.get('preset')!r}, seed={prev.get('seed')!r}"
@@ -339,7 +339,7 @@ def generate(preset_or_config: str | SyntheticConfig, out_dir: str | os.PathLike
             "files": {"annotations": "annotations.jsonl", "identities": "identities.json"},
             "cameras": [{k: v for k, v in asdict(c).items() if k != "scenes"}
                         | {"scenes": [s.kind for s in c.scenes]} for c in plan.cameras],
-            "config": config.model_dump(mode="json"),
+            "config": config.echo(),
         }
         atomic_write_json(out / "meta.json", meta)
         (out / _MARKER).unlink(missing_ok=True)
