@@ -81,3 +81,32 @@ def test_parse_batch_oracle_source_pools_ground_truth() -> None:
         parse_batch(fmap, cfg, None)
     scc = preset_config("synthetic")  # the mask is ignored by SCC
     assert torch.equal(parse_batch(fmap, scc, gt), spatial_cascaded_clustering(fmap, 4, eta=scc.cluster.eta))
+
+
+def test_initial_weights_for_another_number_of_parts(tmp_path) -> None:
+    """A source checkpoint built with l = 4 initialises an l = 7 model: backbone and global neck loaded,
+    part head / part BN left at their fresh init; a checkpoint of another backbone is still refused."""
+    import pytest
+
+    from scwm.models import ModelSpec, SCWMNet, save_checkpoint
+    from scwm.models.backbone import WeightLoadError
+    from training.run import load_initial_weights
+
+    torch.manual_seed(0)
+    spec = ModelSpec(backbone="resnet18", num_parts=4, height=64, width=32)
+    src = spec.build()
+    with torch.no_grad():
+        src.global_bn.running_mean.uniform_()
+    save_checkpoint(tmp_path / "src.pt", src, spec)
+    net = SCWMNet("resnet18", num_parts=7)
+    head_before = net.part_head.weight.detach().clone()
+    load_initial_weights(net, tmp_path / "src.pt")
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(net.backbone.state_dict()[k], v), k
+    assert torch.equal(net.global_bn.running_mean, src.global_bn.running_mean)
+    assert torch.equal(net.part_head.weight, head_before)  # (7, C, 3, 3) could not come from a (4, C, 3, 3) head
+    same = SCWMNet("resnet18", num_parts=4)
+    load_initial_weights(same, tmp_path / "src.pt")  # the usual case: the part head is taken as it is
+    assert torch.equal(same.part_head.weight, src.part_head.weight)
+    with pytest.raises(WeightLoadError, match="do not fit"):
+        load_initial_weights(SCWMNet("resnet50", num_parts=4), tmp_path / "src.pt")

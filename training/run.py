@@ -74,14 +74,31 @@ def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
     return net.to(device)
 
 
+PART_BRANCH_PREFIXES = ("part_head.", "part_bn.")
+"""Parameters whose shape depends on ``model.num_parts`` (the part head G and the part BN neck)."""
+
+
 def load_initial_weights(net: SCWMNet, path: Path) -> None:
-    """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``."""
+    """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``.
+
+    A checkpoint made for another number of parts (e.g. the source-pretrained one, which is built with
+    the default ``l`` and never trains its part branch) still initialises the backbone and global neck;
+    its part head and part BN are skipped when their shapes do not fit and keep their fresh init. Any
+    other shape mismatch is an error.
+    """
     if not path.is_file():
         raise WeightLoadError(f"initial weights not found: {path}")
     obj = load_torch_file(path, WeightLoadError, "initial weights")
     state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     full = {k.removeprefix("module."): v for k, v in state.items() if "classifier" not in k}
     if any(k.startswith("backbone.") for k in full):
+        own = net.state_dict()
+        misfit = [k for k, v in full.items() if k.startswith(PART_BRANCH_PREFIXES) and k in own
+                  and own[k].shape != v.shape]
+        if misfit:
+            log.info("%s was built for another number of parts: part head / part BN not loaded (%s)", path,
+                     ", ".join(misfit))
+            full = {k: v for k, v in full.items() if k not in misfit}
         load_state_dict_report(net, full, str(path))
     else:
         load_state_dict_report(net.backbone, extract_backbone_state(obj, str(path)), str(path))
