@@ -156,12 +156,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "market": ("--data.synthetic_preset", "market", "--data.root", "data/synthetic/market-seed0",
                "--cluster.eps", "0.5", "--model.num_parts", "4"),
     # eps is a property of the feature space, so it is matched on first-stage pseudo-label quality rather
-    # than copied: the paper's MSMT17 value (0.7) collapses our msmt world's first clustering stage to 12
-    # clusters for 280 identities, and 0.5 gives ARI 0.07 / NMI 0.65. At 0.4 the first stage has NMI 0.77,
-    # ARI 0.19 (docs/bench/pseudo_labels.md), as market has at the paper's 0.5 (NMI 0.78, ARI 0.22).
+    # than copied: on the msmt world (relaxed in this version, docs/RESULTS.md) the paper's MSMT17 value
+    # 0.7 collapses the first clustering stage to 17 clusters for 280 identities; at 0.45 it has NMI 0.78,
+    # ARI 0.22 (docs/bench/pseudo_labels.md), as market has at the paper's 0.5 (NMI 0.78, ARI 0.22).
     # l = 7 is the paper's MSMT17 value.
     "msmt": ("--data.synthetic_preset", "msmt", "--data.root", "data/synthetic/msmt-seed0",
-             "--cluster.eps", "0.4", "--model.num_parts", "7"),
+             "--cluster.eps", "0.45", "--model.num_parts", "7"),
     "tiny": ("--data.synthetic_preset", "tiny", "--data.root", "data/synthetic/tiny-seed0",
              "--cluster.eps", "0.6", "--model.num_parts", "4"),
 }

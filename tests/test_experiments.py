@@ -50,7 +50,7 @@ def test_intended_field_values() -> None:
     assert (base.cluster.part_source, base.loss.wnce, base.loss.separation) == ("stripes", False, False)
     full = cfg("t1-wm-scc", "msmt")
     assert (full.cluster.part_source, full.loss.memory_update, full.loss.diversity) == ("scc", "weighted", True)
-    assert (full.cluster.eps, full.model.num_parts, full.data.synthetic_preset) == (0.4, 7, "msmt")
+    assert (full.cluster.eps, full.model.num_parts, full.data.synthetic_preset) == (0.45, 7, "msmt")
     assert cfg("t1-wm-parsing").loss.diversity is False
     cc = cfg("peer-cluster-contrast")
     assert cc.cluster.part_source == "none" and not cc.loss.part_nce and not cc.loss.weighted_nce

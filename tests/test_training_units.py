@@ -110,3 +110,20 @@ def test_initial_weights_for_another_number_of_parts(tmp_path) -> None:
     assert torch.equal(same.part_head.weight, src.part_head.weight)
     with pytest.raises(WeightLoadError, match="do not fit"):
         load_initial_weights(SCWMNet("resnet50", num_parts=4), tmp_path / "src.pt")
+
+
+def test_ensure_synthetic_warns_about_a_stale_world(tmp_path, caplog) -> None:
+    import logging
+
+    from scwm.data.synthetic.__main__ import main as synthetic_cli
+    from training.common import ensure_synthetic
+
+    current, knob = tmp_path / "tiny-current", tmp_path / "tiny-knob"
+    assert synthetic_cli(["--preset", "tiny", "--out", str(current), "--quiet"]) == 0
+    assert synthetic_cli(["--preset", "tiny", "--out", str(knob), "--quiet", "--track-background", "0"]) == 0
+    with caplog.at_level(logging.WARNING, logger="scwm"):
+        assert ensure_synthetic(current, "tiny", 0, progress=False) == current
+        assert not [r for r in caplog.records if "differ" in r.getMessage()]
+        assert ensure_synthetic(knob, "tiny", 0, progress=False) == knob  # used as is, not regenerated
+    msgs = [r.getMessage() for r in caplog.records if "differ" in r.getMessage()]
+    assert len(msgs) == 1 and "track_background" in msgs[0] and str(knob) in msgs[0]

@@ -32,8 +32,10 @@ tiny        3      8 train / 8 test           ~110 in total (tests; seed 0: 49 /
 market      6      230 train / 230 test       seed 0: 2,436 train, 460 query, 2,427 gallery (incl. 120
                                               pid-0 distractors); mostly complete crops, mild occlusion
 msmt        15     280 train / 280 test       seed 0: 2,942 train, 674 query, 3,206 gallery (incl. 150
-                                              pid 0); strong illumination, indoor/outdoor, more
-                                              occlusion and incomplete crops
+                                              pid 0); 15 cameras with stronger illumination, blur
+                                              and colour casts, indoor/outdoor, more occlusion and
+                                              incomplete crops (relaxed in 2026-12: the first version
+                                              left the source backbone 3.6% direct-transfer mAP)
 source      8      300 train / 30 test        seed 0: 3,149 train, 46 query, 205 gallery; distinct
                                               identity space, pids from 5001, studio camera styles
                                               (our SYNTH-PEDES analogue)

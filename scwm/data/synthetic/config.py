@@ -100,8 +100,8 @@ PRESETS: dict[str, SyntheticConfig] = {
     "msmt": SyntheticConfig(
         name="msmt", num_cameras=15, camera_domain="msmt", num_train_ids=280, num_test_ids=280,
         train_cams_per_id=(2, 4), test_cams_per_id=(2, 5), images_per_track=(2, 5), query_cams_per_id=(2, 3),
-        num_distractors=150, jitter_scale=0.1, jitter_x=0.08, jitter_y=0.05, p_cut_top=0.1, p_cut_bottom=0.2,
-        p_occluder=0.3, p_background_person=0.25, p_clutter=0.7, view_change=0.18,
+        num_distractors=150, jitter_scale=0.08, jitter_x=0.065, jitter_y=0.04, p_cut_top=0.07, p_cut_bottom=0.14,
+        p_occluder=0.21, p_background_person=0.2, p_clutter=0.6, view_change=0.15,
     ),
     "source": SyntheticConfig(
         name="source", num_cameras=8, camera_domain="source", identity_space="source", pid_offset=5000,
@@ -208,7 +208,6 @@ def camera_styles(config: SyntheticConfig, seed: int) -> list[CameraStyle]:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stable_code("camera"),
                                                                              stable_code(config.camera_domain), i)))
         u = rng.uniform
-
         sides = u(0.1, 0.35)
         fb = u(0.3, 0.7)
         views = (fb * (1 - sides), (1 - fb) * (1 - sides), sides / 2, sides / 2)
@@ -221,10 +220,10 @@ def camera_styles(config: SyntheticConfig, seed: int) -> list[CameraStyle]:
                 tuple(_scene(rng, _scene_kind(rng, config, ["street", "park", "street"])) for _ in range(4))))
         elif config.camera_domain == "msmt":
             indoor = bool(rng.random() < 0.35)
-            cast = rng.normal(0, 0.12, 3) + (np.array([0.08, 0.02, -0.1]) if indoor and rng.random() < 0.5 else 0)
+            cast = rng.normal(0, 0.09, 3) + (np.array([0.08, 0.02, -0.1]) if indoor and rng.random() < 0.5 else 0)
             cams.append(CameraStyle(
-                i, "msmt", indoor, tuple(float(x) for x in 1 + cast), u(0.55, 1.2), u(0.08, 0.2), u(0.75, 1.15),
-                u(0.6, 1.15), u(0.4, 1.5), u(3, 9), int(rng.integers(60, 91)), views,
+                i, "msmt", indoor, tuple(float(x) for x in 1 + cast), u(0.7, 1.15), u(0.06, 0.14), u(0.8, 1.1),
+                u(0.7, 1.1), u(0.3, 1.1), u(2, 6), int(rng.integers(70, 92)), views,
                 tuple(_scene(rng, _scene_kind(rng, config, "indoor" if indoor else ["street", "park"]))
                       for _ in range(4))))
         else:
