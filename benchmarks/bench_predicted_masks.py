@@ -18,6 +18,7 @@ be the same for each part". This benchmark measures that on the harness's traine
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def _fmt(vals: list[float], digits: int = 2) -> str:
 def to_markdown(results: dict[str, dict[str, dict]], args: argparse.Namespace) -> str:
     lines = ["## Part maps predicted by the trained part head (harness models)", "",
              f"Command: `python -m benchmarks.bench_predicted_masks --runs {args.runs} --experiments "
-             f"{' '.join(args.experiments)} --seeds {' '.join(map(str, args.seeds))} "
+             f"{' '.join(results) or ' '.join(args.experiments)} --seeds {' '.join(map(str, args.seeds))} "
              f"--max-images {args.max_images}`  ",
              f"Machine: {platform.machine()}, torch {torch.__version__}. Target train images with ground-truth "
              "masks; mean over seeds, individual seeds in brackets. similarity = mean pairwise cosine between "
@@ -112,10 +113,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-images", type=int, default=600)
     p.add_argument("--out", default="benchmarks/results/predicted_masks.json")
     p.add_argument("--markdown", default="docs/bench/predicted_masks.md")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the experiments already in --out that are not measured again (models are not "
+                        "committed, so earlier rows cannot always be re-measured)")
     args = p.parse_args(argv)
     if args.max_images < 1:
         p.error(f"--max-images must be >= 1, got {args.max_images}")
     results: dict[str, dict] = {}
+    if args.merge and Path(args.out).is_file():
+        results = {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k not in args.experiments}
     for exp in args.experiments:
         for seed in args.seeds:
             path = Path(args.runs) / exp / f"seed{seed}" / "model.pt"

@@ -57,3 +57,20 @@ def test_uniform_head_is_maximally_similar_and_stripes_are_rejected(tiny: Path, 
     save_checkpoint(tmp_path / "s.pt", stripes.build().eval(), stripes)
     with pytest.raises(ValueError, match="no learned part head"):
         score_model(tmp_path / "s.pt", tiny)
+
+
+def test_merge_keeps_rows_that_cannot_be_measured_again(tiny: Path, tmp_path: Path) -> None:
+    spec = ModelSpec(backbone="resnet18", num_parts=3, height=64, width=32)
+    torch.manual_seed(0)
+    runs = tmp_path / "runs"
+    for exp in ("t1-wm-scc", "peer-diversity-sum"):
+        (runs / exp / "seed0").mkdir(parents=True)
+        save_checkpoint(runs / exp / "seed0" / "model.pt", spec.build().eval(), spec)
+    common = ["--runs", str(runs), "--seeds", "0", "--data-root", str(tiny), "--max-images", "6",
+              "--out", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md")]
+    first = main([*common, "--experiments", "t1-wm-scc"])
+    (runs / "t1-wm-scc" / "seed0" / "model.pt").unlink()  # models are not kept: the row must survive
+    merged = main([*common, "--experiments", "peer-diversity-sum", "--merge"])
+    assert set(merged) == {"t1-wm-scc", "peer-diversity-sum"} and merged["t1-wm-scc"] == first["t1-wm-scc"]
+    assert "--experiments t1-wm-scc peer-diversity-sum" in (tmp_path / "r.md").read_text()
+    assert set(main([*common, "--experiments", "peer-diversity-sum"])) == {"peer-diversity-sum"}  # no --merge
