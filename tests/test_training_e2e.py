@@ -132,6 +132,7 @@ def test_ablation_variants_run(world, tmp_path, variant) -> None:
     assert 0.0 <= summary["final"]["mAP"] <= 1.0
     rec0 = json.loads((tmp_path / "v" / "metrics.jsonl").read_text().splitlines()[0])
     assert 0.0 <= rec0["fg_norm_auc"] <= 1.0  # logged with ground-truth masks, with or without parsing
+    assert 0.0 <= rec0["fg_norm_auc_within"] <= 1.0  # the same cue at fixed grid positions
     if "gt" in variant:  # oracle masks are scored against the same ground truth they come from
         rec = json.loads((tmp_path / "v" / "metrics.jsonl").read_text().splitlines()[0])
         assert 0.0 < rec["pseudo_mask_fg_iou"] <= 1.0 and 0.0 < rec["pseudo_mask_miou"] <= 1.0, rec
