@@ -374,15 +374,18 @@ class Locked(Exception):
     """Another live harness process is training this run (several harnesses share one queue)."""
 
 
-def execute(job: Job, python: str) -> dict[str, Any] | None:
+def execute(job: Job, python: str, announce: str | None = None) -> dict[str, Any] | None:
     """Train ``job`` (resuming if interrupted before) and write its result.json; None on failure.
 
-    Raises :class:`Locked` when another harness process holds the run's lock."""
+    ``announce`` is printed once the run's lock is held and training starts. Raises :class:`Locked`
+    when another harness process holds the run's lock."""
     with run_lock(job.out) as got:
         if not got:
             raise Locked(job.key)
         if job.result_path.is_file():  # finished by another process meanwhile
             return _read_json(job.result_path)
+        if announce:
+            print(announce, flush=True)
         tic = time.time()
         log_path = job.out / "harness.log"
         rc = _launch([python, "-m", "training.run", *job.argv], log_path)
@@ -474,9 +477,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             write_alias(job, source)
             print(f"{head}: same config as {canon.key}: {_fmt_final(source)}")
             continue
-        print(f"{head}: {'resuming' if st == 'resume' else 'training'} -> {_display_path(job.out)}", flush=True)
         try:
-            result = execute(job, args.python)
+            result = execute(job, args.python,
+                             f"{head}: {'resuming' if st == 'resume' else 'training'} -> {_display_path(job.out)}")
         except Locked:
             print(f"{head}: locked by another harness process, skipped", flush=True)
             skipped += 1

@@ -87,6 +87,7 @@ def test_run_writes_result_then_skips(tmp_path: Path, monkeypatch, capsys) -> No
     argv = ["run", "--preset", "smoke", "--targets", "tiny", "--seeds", "0", "--only", "t1-wm-scc", "t3-weighted",
             "--extra", extra, "--results-dir", str(results)]
     assert ex.main(argv) == 0
+    assert "tiny/t1-wm-scc/seed0: training ->" in capsys.readouterr().out
     out = results / "tiny" / "t1-wm-scc" / "seed0"
     res = json.loads((out / "result.json").read_text())
     assert set(res["final"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
@@ -140,6 +141,7 @@ def test_run_locked_by_another_harness_is_left_to_it(tmp_path: Path, monkeypatch
     assert ex.main(argv) == 0
     out = capsys.readouterr().out
     assert "locked by another harness process" in out and "0 failed, 1 left to other harness" in out
+    assert "training ->" not in out  # only the process holding the lock announces the run
     assert (job.out / ".harness.lock").read_text() == str(os.getppid())  # the owner's lock is untouched
 
 
