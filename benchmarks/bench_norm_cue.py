@@ -57,9 +57,8 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
                 x, m = torch.roll(b["image"], r, dims=-1), torch.roll(b["mask"], r, dims=-1)
                 fmap = model(x).feature_map
                 n, y = norm_cue_cells(fmap, m)
-                shape = (fmap.shape[0], *fmap.shape[-2:])
-                norms.append(n.reshape(shape))
-                body.append(y.reshape(shape))
+                norms.append(n)
+                body.append(y)
         nrm, y = torch.cat(norms), torch.cat(body)
         within, positions = within_position_auc(nrm, y)
         maps[r] = nrm.mean(0)

@@ -450,9 +450,9 @@ def test_norm_cue_cells_known_answer() -> None:
     fmap = torch.ones(2, 3, 4, 2)
     fmap[:, :, :, 1] = 2.0  # the body column responds twice as strongly
     norms, body = norm_cue_cells(fmap, gt)
-    assert norms.shape == body.shape == (16,)
-    assert body.view(2, 4, 2)[:, :, 1].all() and not body.view(2, 4, 2)[:, :, 0].any()
-    torch.testing.assert_close(norms.view(2, 4, 2)[:, :, 0], torch.full((2, 4), 0.5))
+    assert norms.shape == body.shape == (2, 4, 2)  # the feature grid, for within_position_auc
+    assert body[:, :, 1].all() and not body[:, :, 0].any()
+    torch.testing.assert_close(norms[:, :, 0], torch.full((2, 4), 0.5))
     assert binary_auc(norms, body) == 1.0
     assert binary_auc(-norms, body) == 0.0  # a background-dominated map inverts the cue
 

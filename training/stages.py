@@ -98,9 +98,8 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
 
     def on_batch(out: Any, batch: dict[str, Any]) -> None:
         if "mask" in batch:  # diagnostic of step 1's premise: does the feature norm mark the body?
-            nrm, body = norm_cue_cells(out.feature_map, batch["mask"])
-            grid = (-1, *out.feature_map.shape[2:])  # (B, h, w), for the per-position AUC
-            norm_cells.append((nrm.view(grid).cpu(), body.view(grid).cpu()))
+            nrm, body = norm_cue_cells(out.feature_map, batch["mask"])  # (B, h, w) each
+            norm_cells.append((nrm.cpu(), body.cpu()))
         if not parsing:
             return
         lab = parse_batch(out.feature_map, cfg, batch.get("mask"))
@@ -158,7 +157,7 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
         stats["cluster_ari"] = float(adjusted_rand_score(gt_pids[clustered], labels[clustered]))
     if norm_cells:
         nrm_all, body_all = torch.cat([c[0] for c in norm_cells]), torch.cat([c[1] for c in norm_cells])
-        stats["fg_norm_auc"] = binary_auc(nrm_all.flatten(), body_all.flatten())
+        stats["fg_norm_auc"] = binary_auc(nrm_all, body_all)
         # the same cue with the fixed spatial profile removed: body vs background at each grid position
         auc_within, n_positions = within_position_auc(nrm_all, body_all)
         if n_positions:

@@ -165,13 +165,14 @@ def binary_auc(scores: Tensor, positive: Tensor) -> float:
 
 def norm_cue_cells(feature_maps: Tensor, gt_masks: Tensor) -> tuple[Tensor, Tensor]:
     """Per feature cell: the feature norm divided by its image's maximum, and whether most of the cell's
-    ground-truth pixels are body (label != 0). Both flattened to ``(B*h*w,)``; feed them to
-    :func:`binary_auc` for the foreground-cue diagnostic of cascaded clustering's step 1."""
+    ground-truth pixels are body (label != 0). Both ``(B, h, w)``, the feature grid; feed them to
+    :func:`binary_auc` (pooled) or :func:`within_position_auc` (per grid position) for the
+    foreground-cue diagnostic of cascaded clustering's step 1."""
     fmap = feature_maps.float()
     norms = fmap.norm(dim=1)
     norms = norms / norms.amax((1, 2), keepdim=True).clamp_min(1e-12)
     body = oracle_part_labels(gt_masks.to(fmap.device), 2, tuple(fmap.shape[2:])) == 0
-    return norms.flatten(), body.flatten()
+    return norms, body
 
 
 def within_position_auc(norms: Tensor, positive: Tensor, min_share: float = 0.1) -> tuple[float, int]:
