@@ -17,7 +17,9 @@ Table 1 "+WM+SCC") are trained once and the result is copied (``alias_of``).
 Several harness processes can share one plan: each run directory has a lock file, a locked run is left
 to its owner, so ``--jobs N`` (or N harness commands started by hand) work through the queue together.
 On 2 CPU cores, ``--jobs 2`` with ``--extra "--run.precision bf16 --data.num_workers 0"`` is how the
-published tables were made. ``report`` also inserts the hand-written findings of
+published tables were made (on a CPU with native bf16; without it bf16 is emulated and 16x slower, so
+use ``--run.precision fp32`` and a separate ``--results-dir``, since precision is part of the fingerprint).
+``report`` also inserts the hand-written findings of
 ``benchmarks/results/ANALYSIS.md`` and draws one bar chart per table and the per-epoch parsing curves.
 """
 

@@ -127,3 +127,40 @@ def test_ensure_synthetic_warns_about_a_stale_world(tmp_path, caplog) -> None:
         assert ensure_synthetic(knob, "tiny", 0, progress=False) == knob  # used as is, not regenerated
     msgs = [r.getMessage() for r in caplog.records if "differ" in r.getMessage()]
     assert len(msgs) == 1 and "track_background" in msgs[0] and str(knob) in msgs[0]
+
+
+def test_cpu_bf16_probe_uses_torch_then_cpuinfo(monkeypatch, tmp_path) -> None:
+    import training.common as common
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert common.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not common.cpu_has_native_bf16()
+    # without torch's probes, the /proc/cpuinfo flags decide
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    real_read = common.Path.read_text
+    for flags, expected in (("fpu avx2 fma", False), ("fpu avx512f avx512_bf16", True)):
+        monkeypatch.setattr(common.Path, "read_text", lambda self, *a, _f=flags, **k:
+                            f"flags\t: {_f}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
+        assert common.cpu_has_native_bf16() is expected
+
+
+def test_check_precision_warns_only_when_precision_cannot_work(monkeypatch, caplog) -> None:
+    import logging
+
+    import training.common as common
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="scwm"):
+        common.check_precision(cpu, "fp32")
+        assert not caplog.records
+        common.check_precision(cpu, "bf16")
+        assert "emulated" in caplog.records[-1].getMessage()
+        common.check_precision(cpu, "amp")
+        assert "needs CUDA" in caplog.records[-1].getMessage()
+        n = len(caplog.records)
+        monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+        common.check_precision(cpu, "bf16")
+        assert len(caplog.records) == n

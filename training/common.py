@@ -204,6 +204,32 @@ def eval_loader(records: Sequence[ImageRecord], cfg: TrainConfig, with_gt_masks:
                       collate_fn=collate_skip_none)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True if this CPU computes bf16 in hardware (AVX512-BF16 or AMX); without it autocast emulates bf16.
+
+    Uses torch's CPU capability probes; if they are missing (another torch build), falls back to the
+    ``/proc/cpuinfo`` flags, and assumes native support where neither is available.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(f) for f in probes):
+        return any(bool(f()) for f in probes)  # type: ignore[misc]
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Log when ``precision`` will not do what it promises on ``device`` (the run still goes ahead)."""
+    if precision == "amp" and device.type != "cuda":
+        log.warning("precision 'amp' needs CUDA; running in fp32 on %s", device)
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("precision 'bf16' on a CPU without native bf16 (AVX512-BF16 / AMX): autocast is emulated "
+                    "and much slower than fp32 (16x on an AVX2 EPYC, docs/BENCHMARKS.md); "
+                    "use --run.precision fp32 on this machine")
+
+
 def autocast_context(device: torch.device, precision: str) -> Any:
     """bf16 autocast on CPU, fp16 autocast on CUDA ("amp"), or nothing."""
     if precision == "bf16":

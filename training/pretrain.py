@@ -26,7 +26,7 @@ from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, co
 from scwm.models import ModelSpec, SCWMNet, read_checkpoint, save_checkpoint
 from scwm.utils import atomic_torch_save, seed_everything
 
-from .common import MetricsLog, autocast_context, ensure_synthetic, init_distributed, setup_logging
+from .common import MetricsLog, autocast_context, check_precision, ensure_synthetic, init_distributed, setup_logging
 from .config import TrainConfig, config_from_args
 
 log = logging.getLogger("scwm")
@@ -82,6 +82,7 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
         return out
     pc = cfg.pretrain
     device = device or init_distributed(cfg.run.device)[1]
+    check_precision(device, cfg.run.precision)
     seed_everything(pc.seed)
     from scwm.data import load_dataset
 

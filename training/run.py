@@ -32,6 +32,7 @@ from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json,
 from .common import (
     MetricsLog,
     broadcast_object,
+    check_precision,
     evaluate,
     init_distributed,
     load_train_dataset,
@@ -119,8 +120,7 @@ class Trainer:
         self.out = cfg.output_dir
         setup_logging(self.out, self.env.rank)
         seed_everything(cfg.run.seed + self.env.rank)
-        if cfg.run.precision == "amp" and self.device.type != "cuda":
-            log.warning("precision 'amp' needs CUDA; running in fp32 on %s", self.device)
+        check_precision(self.device, cfg.run.precision)
         self.dataset = load_train_dataset(cfg)
         self.train_records = self.dataset.train
         if len(self.train_records) < 2:
