@@ -349,6 +349,63 @@ def _display_path(path: Path) -> str:
         return str(path.resolve())
 
 
+START_KEYS = ("num_clusters", "cluster_nmi", "cluster_ari")
+"""Epoch-0 clustering figures: they depend only on the initial weights, the data, the clustering settings and
+the precision (not on the seed), so runs that started from the same state share them exactly."""
+
+
+def start_state(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch-0 clustering figures of a run's metrics records (None if it has no epoch-0 clustering)."""
+    first = records[0] if records else {}
+    if first.get("epoch") != 0 or not all(k in first for k in START_KEYS):
+        return None
+    return {k: first[k] for k in START_KEYS}
+
+
+def _run_start_state(r: dict[str, Any]) -> dict[str, Any] | None:
+    """``start`` of a result.json, or (for results recorded before it existed) from its metrics.jsonl."""
+    if isinstance(r.get("start"), dict):
+        return r["start"]
+    path = Path(str(r.get("metrics", "")))
+    path = path if path.is_absolute() else ROOT / path
+    try:
+        with path.open() as fh:
+            line = fh.readline()
+        return start_state([json.loads(line)]) if line.strip() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def start_state_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """Setup lines checking that the seeds of every experiment began from the same state.
+
+    Seeds of one experiment have identical epoch-0 clustering when they start from the same source
+    checkpoint and precision; different figures mean the runs were made from different initial weights
+    (e.g. a source checkpoint re-created on another CPU) and should not be pooled."""
+    checked, mixed = 0, []
+    for (target, exp), runs in sorted(results.items()):
+        states = {}
+        for r in runs:
+            if r.get("alias_of"):
+                continue
+            st = _run_start_state(r)
+            if st is not None:
+                states[int(r.get("seed", -1))] = (st["num_clusters"], round(float(st["cluster_nmi"]), 6))
+        if len(states) < 2:
+            continue
+        checked += 1
+        if len(set(states.values())) > 1:
+            detail = ", ".join(f"seed {k}: {n} clusters, NMI {nmi:.4f}" for k, (n, nmi) in sorted(states.items()))
+            mixed.append(f"  - `{target}/{exp}`: {detail}")
+    if not checked:
+        return []
+    if not mixed:
+        return [f"- Start state: in all {checked} experiments with two or more seeds, every seed's epoch-0 "
+                "clustering is identical (the runs began from the same weights and precision)."]
+    return [f"- **Start state differs** in {len(mixed)} of {checked} experiments: their seeds began from "
+            "different weights or precision (epoch-0 clustering below), so their spread mixes that in:", *mixed]
+
+
 def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
     """The harness record of a finished run (from training's results.json and metrics.jsonl)."""
     summary = _read_json(job.out / "results.json")
@@ -364,6 +421,7 @@ def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
         "argv": job.argv, "fingerprint": job.fingerprint,
         "final": summary.get("final", {}),
         "last_epoch": {"epoch": last.get("epoch"), **{k: last[k] for k in PARSING_KEYS if k in last}},
+        "start": start_state(records),
         "epochs": len(records),
         "wall_time_s": round(wall_time_s, 1),
         "train_time_s": round(sum(float(r.get("time_epoch_s", 0.0)) for r in records), 1),
@@ -811,6 +869,7 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path |
         "## Setup",
         "",
         *_setup_lines(results),
+        *start_state_lines(results),
     ]
     if analysis is not None and analysis.is_file():
         lines += ["", analysis.read_text().strip()]

@@ -94,6 +94,8 @@ def test_run_writes_result_then_skips(tmp_path: Path, monkeypatch, capsys) -> No
     assert res["seed"] == 0 and res["target"] == "tiny" and res["epochs"] == 1
     assert res["argv"][res["argv"].index("--run.output") + 1] == str(out)
     assert "pseudo_mask_miou" in res["last_epoch"] and "pseudo_mask_fg_iou" in res["last_epoch"]
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert res["start"] == {k: first[k] for k in ex.START_KEYS}
     assert Path(ex.ROOT / res["metrics"]).is_file() or Path(res["metrics"]).is_file()
     alias = json.loads((results / "tiny" / "t3-weighted" / "seed0" / "result.json").read_text())
     assert alias["alias_of"] == "tiny/t1-wm-scc/seed0" and alias["final"] == res["final"]
@@ -154,7 +156,8 @@ def _write(results: Path, target: str, exp: str, seed: int, mAP: float, r1: floa
     metrics = d / "metrics.jsonl"
     if miou is not None:  # two clustering stages, the last one equal to the final figures
         metrics.write_text("".join(json.dumps({"epoch": e, "pseudo_mask_miou": v, "pseudo_mask_fg_iou": 0.8,
-                                               "cluster_nmi": 0.5}) + "\n" for e, v in ((0, miou / 2), (1, miou))))
+                                               "cluster_nmi": 0.5, "num_clusters": 10, "cluster_ari": 0.3}) + "\n"
+                                   for e, v in ((0, miou / 2), (1, miou))))
     (d / "result.json").write_text(json.dumps({
         "experiment": exp, "target": target, "seed": seed, "preset": "synthetic", "extra": [], "argv": argv,
         "fingerprint": ex.fingerprint(argv), "final": {"mAP": mAP, "rank1": r1}, "last_epoch": last,
@@ -254,3 +257,30 @@ def test_fingerprint_ignores_added_fields_at_their_old_value(tmp_path) -> None:
     assert ex.fingerprint([*argv, "--loss.diversity_sum", "false"]) == base
     assert ex.fingerprint([*argv, "--loss.diversity_sum", "true"]) != base
     assert ex.fingerprint([*argv, "--loss.diversity", "false"]) != base  # ordinary fields still count
+
+
+def test_start_state_check_flags_seeds_that_began_elsewhere(tmp_path: Path) -> None:
+    results = tmp_path / "runs"
+    rec = {"epoch": 0, "num_clusters": 194, "cluster_nmi": 0.7787, "cluster_ari": 0.2228, "lr": 1e-3}
+    assert ex.start_state([rec, {**rec, "epoch": 1}]) == {"num_clusters": 194, "cluster_nmi": 0.7787,
+                                                          "cluster_ari": 0.2228}
+    assert ex.start_state([{**rec, "epoch": 1}]) is None and ex.start_state([]) is None
+    for seed in range(3):
+        _write(results, "market", "t2-scc", seed, 0.6, 0.8, miou=0.5)
+        _write(results, "market", "t2-space", seed, 0.6, 0.8)
+    # t2-scc: no "start" in result.json, read from metrics.jsonl (all seeds alike, cluster_nmi 0.5)
+    for seed in range(3):  # t2-space: recorded starts, seed 2 from other weights
+        path = results / "market" / "t2-space" / f"seed{seed}" / "result.json"
+        res = json.loads(path.read_text())
+        other = {"num_clusters": 219, "cluster_nmi": 0.7923} if seed == 2 else {}
+        res["start"] = {**ex.start_state([rec]), **other}
+        path.write_text(json.dumps(res))
+    lines = ex.start_state_lines(ex.load_results(results))
+    assert lines[0].startswith("- **Start state differs** in 1 of 2 experiments")
+    assert lines[1:] == ["  - `market/t2-space`: seed 0: 194 clusters, NMI 0.7787, seed 1: 194 clusters, NMI 0.7787, "
+                         "seed 2: 219 clusters, NMI 0.7923"]
+    res["start"] = ex.start_state([rec])
+    path.write_text(json.dumps(res))
+    text = ex.build_report(results, tmp_path / "R.md", tmp_path / "plots")
+    assert "- Start state: in all 2 experiments with two or more seeds, every seed's epoch-0 clustering is " \
+           "identical" in text
