@@ -488,6 +488,23 @@ def worker_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str,
     return [(cmd, env) for _ in range(args.jobs)]
 
 
+def emulated_bf16_warning(jobs: Sequence[Job]) -> str | None:
+    """A warning when the planned runs ask for bf16 on a CPU that only emulates it (16x slower than fp32)."""
+    if not jobs:
+        return None
+    run_cfg = resolve_config(jobs[0].argv)["run"]
+    if run_cfg.get("precision") != "bf16":
+        return None
+    from scwm.utils import pick_device
+    from training.common import cpu_has_native_bf16
+
+    if pick_device(str(run_cfg.get("device", "auto"))).type != "cpu" or cpu_has_native_bf16():
+        return None
+    return ("warning: --run.precision bf16 on a CPU without native bf16 (AVX512-BF16 / AMX): autocast is emulated "
+            "and about 16x slower than fp32 here. Use --run.precision fp32 with a separate --results-dir "
+            "(precision is part of the fingerprint).")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
@@ -502,6 +519,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = plan(args.preset, args.targets, args.seeds, args.only, extra, Path(args.results_dir))
     print(f"{len(jobs)} run(s): preset {args.preset}, targets {' '.join(args.targets)}, seeds "
           f"{' '.join(map(str, args.seeds))}" + (f", extra {shlex.join(extra)}" if extra else ""))
+    warning = emulated_bf16_warning(jobs)
+    if warning:
+        print(warning, flush=True)
     if args.dry_run:
         for job in jobs:
             st = status(job)

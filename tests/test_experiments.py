@@ -284,3 +284,18 @@ def test_start_state_check_flags_seeds_that_began_elsewhere(tmp_path: Path) -> N
     text = ex.build_report(results, tmp_path / "R.md", tmp_path / "plots")
     assert "- Start state: in all 2 experiments with two or more seeds, every seed's epoch-0 clustering is " \
            "identical" in text
+
+
+def test_run_warns_about_emulated_bf16(tmp_path: Path, monkeypatch, capsys) -> None:
+    import training.common as common
+
+    argv = ["run", "--targets", "tiny", "--seeds", "0", "--only", "t1-baseline", "--dry-run",
+            "--results-dir", str(tmp_path / "runs"), "--extra", "--run.device cpu"]
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    assert ex.main([*argv, "--extra", "--run.precision bf16"]) == 0
+    assert "warning: --run.precision bf16" in capsys.readouterr().out
+    assert ex.main(argv) == 0  # fp32: no warning
+    assert "warning: --run.precision bf16" not in capsys.readouterr().out
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+    assert ex.main([*argv, "--extra", "--run.precision bf16"]) == 0
+    assert "warning: --run.precision bf16" not in capsys.readouterr().out
