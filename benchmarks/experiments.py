@@ -362,18 +362,23 @@ def start_state(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return {k: first[k] for k in START_KEYS}
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch records of a metrics.jsonl ([] if there is none)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _run_metrics(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics records a result.json points to (its path is relative to the repository, or absolute)."""
+    return read_metrics(ROOT / str(r["metrics"])) if r.get("metrics") else []
+
+
 def _run_start_state(r: dict[str, Any]) -> dict[str, Any] | None:
     """``start`` of a result.json, or (for results recorded before it existed) from its metrics.jsonl."""
     if isinstance(r.get("start"), dict):
         return r["start"]
-    path = Path(str(r.get("metrics", "")))
-    path = path if path.is_absolute() else ROOT / path
-    try:
-        with path.open() as fh:
-            line = fh.readline()
-        return start_state([json.loads(line)]) if line.strip() else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    return start_state(_run_metrics(r))
 
 
 def start_state_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
@@ -412,8 +417,7 @@ def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
     if summary is None:
         raise RuntimeError(f"{job.key}: training exited cleanly but wrote no readable results.json")
     metrics = job.out / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-        if metrics.is_file() else []
+    records = read_metrics(metrics)
     last = records[-1] if records else {}
     return {
         "experiment": job.experiment.name, "label": job.experiment.label, "group": job.experiment.group,
@@ -488,21 +492,21 @@ def worker_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str,
     return [(cmd, env) for _ in range(args.jobs)]
 
 
-def emulated_bf16_warning(jobs: Sequence[Job]) -> str | None:
-    """A warning when the planned runs ask for bf16 on a CPU that only emulates it (16x slower than fp32)."""
+def precision_warning(jobs: Sequence[Job]) -> str | None:
+    """``training.common.precision_warning`` for the planned runs (e.g. bf16 on a CPU that only emulates it)."""
     if not jobs:
         return None
     run_cfg = resolve_config(jobs[0].argv)["run"]
-    if run_cfg.get("precision") != "bf16":
+    if run_cfg.get("precision") == "fp32":
         return None
     from scwm.utils import pick_device
-    from training.common import cpu_has_native_bf16
+    from training.common import precision_warning as _why
 
-    if pick_device(str(run_cfg.get("device", "auto"))).type != "cpu" or cpu_has_native_bf16():
+    why = _why(pick_device(str(run_cfg.get("device", "auto"))), str(run_cfg["precision"]))
+    if why is None:
         return None
-    return ("warning: --run.precision bf16 on a CPU without native bf16 (AVX512-BF16 / AMX): autocast is emulated "
-            "and about 16x slower than fp32 here. Use --run.precision fp32 with a separate --results-dir "
-            "(precision is part of the fingerprint).")
+    return (f"warning: --run.precision {run_cfg['precision']}: {why}. A precision change alters the fingerprint, "
+            "so keep such runs in a separate --results-dir.")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -519,7 +523,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = plan(args.preset, args.targets, args.seeds, args.only, extra, Path(args.results_dir))
     print(f"{len(jobs)} run(s): preset {args.preset}, targets {' '.join(args.targets)}, seeds "
           f"{' '.join(map(str, args.seeds))}" + (f", extra {shlex.join(extra)}" if extra else ""))
-    warning = emulated_bf16_warning(jobs)
+    warning = precision_warning(jobs)
     if warning:
         print(warning, flush=True)
     if args.dry_run:
@@ -802,11 +806,7 @@ def _epoch_curves(runs: list[dict[str, Any]], key: str) -> list[float] | None:
     """Per-epoch mean over seeds of ``key`` from each run's metrics.jsonl (None if none has it)."""
     per_seed = []
     for r in runs:
-        path = ROOT / str(r.get("metrics", ""))
-        if not r.get("metrics") or not path.is_file():
-            continue
-        recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        vals = [float(x[key]) for x in recs if key in x]
+        vals = [float(x[key]) for x in _run_metrics(r) if key in x]
         if vals:
             per_seed.append(vals)
     if not per_seed:

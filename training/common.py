@@ -220,14 +220,22 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def check_precision(device: torch.device, precision: str) -> None:
-    """Log when ``precision`` will not do what it promises on ``device`` (the run still goes ahead)."""
+def precision_warning(device: torch.device, precision: str) -> str | None:
+    """Why ``precision`` will not do what it promises on ``device``, or None if it will."""
     if precision == "amp" and device.type != "cuda":
-        log.warning("precision 'amp' needs CUDA; running in fp32 on %s", device)
+        return f"precision 'amp' needs CUDA; running in fp32 on {device}"
     if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        log.warning("precision 'bf16' on a CPU without native bf16 (AVX512-BF16 / AMX): autocast is emulated "
-                    "and much slower than fp32 (16x on an AVX2 EPYC, docs/BENCHMARKS.md); "
-                    "use --run.precision fp32 on this machine")
+        return ("precision 'bf16' on a CPU without native bf16 (AVX512-BF16 / AMX): autocast is emulated and "
+                "much slower than fp32 (16x on an AVX2 EPYC, docs/BENCHMARKS.md); use --run.precision fp32 "
+                "on this machine")
+    return None
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Log :func:`precision_warning`, if any (the run still goes ahead)."""
+    warning = precision_warning(device, precision)
+    if warning:
+        log.warning("%s", warning)
 
 
 def autocast_context(device: torch.device, precision: str) -> Any:
