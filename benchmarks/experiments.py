@@ -411,6 +411,61 @@ def start_state_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> l
             "different weights or precision (epoch-0 clustering below), so their spread mixes that in:", *mixed]
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def initial_weights(argv: list[str]) -> dict[str, str] | None:
+    """Path and SHA-256 of the file a run's initial weights are loaded from (None for random/ImageNet init).
+
+    Source pretraining is not bitwise reproducible across CPU kinds, so this, not the command, identifies
+    the start point: runs with different hashes must not be pooled."""
+    from training.pretrain import pretrained_path
+
+    cfg, _ = config_from_args(argv)
+    weights = cfg.model.weights
+    if weights in (None, "", "none", "imagenet"):
+        return None
+    path = pretrained_path(cfg) if weights == "pretrain" else Path(weights)
+    if not path.is_file():
+        return None
+    return {"path": _display_path(path), "sha256": file_sha256(path)}
+
+
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
+def init_weights_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """Setup lines naming the initial-weights file(s) the runs began from, flagging a mixture."""
+    by_file: dict[tuple[str, str], int] = {}
+    unrecorded = 0
+    for runs in results.values():
+        for r in runs:
+            if r.get("alias_of"):
+                continue
+            rec = r.get("init_weights")
+            if isinstance(rec, dict) and rec.get("sha256"):
+                key = (str(rec.get("path", "?")), str(rec["sha256"]))
+                by_file[key] = by_file.get(key, 0) + 1
+            else:
+                unrecorded += 1
+    if not by_file:
+        return []
+    rest = f"; {_runs(unrecorded)} made before the record did not keep it" if unrecorded else ""
+    if len(by_file) == 1:
+        (path, sha), n = next(iter(by_file.items()))
+        return [f"- Initial weights: all {n} recorded runs began from `{path}`, SHA-256 `{sha[:16]}`{rest}."]
+    return [f"- **Initial weights differ**: the runs began from {len(by_file)} different files, which must not "
+            f"be pooled{rest}:", *(f"  - `{path}`, SHA-256 `{sha[:16]}`: {_runs(n)}"
+                                   for (path, sha), n in sorted(by_file.items(), key=lambda kv: -kv[1]))]
+
+
 def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
     """The harness record of a finished run (from training's results.json and metrics.jsonl)."""
     summary = _read_json(job.out / "results.json")
@@ -425,7 +480,7 @@ def collect_result(job: Job, wall_time_s: float) -> dict[str, Any]:
         "argv": job.argv, "fingerprint": job.fingerprint,
         "final": summary.get("final", {}),
         "last_epoch": {"epoch": last.get("epoch"), **{k: last[k] for k in PARSING_KEYS if k in last}},
-        "start": start_state(records),
+        "start": start_state(records), "init_weights": initial_weights(job.argv),
         "epochs": len(records),
         "wall_time_s": round(wall_time_s, 1),
         "train_time_s": round(sum(float(r.get("time_epoch_s", 0.0)) for r in records), 1),
@@ -890,6 +945,7 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path |
         "",
         *_setup_lines(results),
         *start_state_lines(results),
+        *init_weights_lines(results),
     ]
     if analysis is not None and analysis.is_file():
         lines += ["", analysis.read_text().strip()]

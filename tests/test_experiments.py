@@ -96,6 +96,9 @@ def test_run_writes_result_then_skips(tmp_path: Path, monkeypatch, capsys) -> No
     assert "pseudo_mask_miou" in res["last_epoch"] and "pseudo_mask_fg_iou" in res["last_epoch"]
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert res["start"] == {k: first[k] for k in ex.START_KEYS}
+    import hashlib
+    assert res["init_weights"]["sha256"] == hashlib.sha256((tmp_path / "pre.pt").read_bytes()).hexdigest()
+    assert Path(res["init_weights"]["path"]).resolve() == (tmp_path / "pre.pt").resolve()
     assert Path(ex.ROOT / res["metrics"]).is_file() or Path(res["metrics"]).is_file()
     alias = json.loads((results / "tiny" / "t3-weighted" / "seed0" / "result.json").read_text())
     assert alias["alias_of"] == "tiny/t1-wm-scc/seed0" and alias["final"] == res["final"]
@@ -284,6 +287,35 @@ def test_start_state_check_flags_seeds_that_began_elsewhere(tmp_path: Path) -> N
     text = ex.build_report(results, tmp_path / "R.md", tmp_path / "plots")
     assert "- Start state: in all 2 experiments with two or more seeds, every seed's epoch-0 clustering is " \
            "identical" in text
+
+
+def test_initial_weights_are_identified_by_hash_and_mixtures_flagged(tmp_path: Path) -> None:
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"weights" * 300_000)  # > 1 MiB: several chunks
+    import hashlib
+    rec = ex.initial_weights(["--model.weights", str(ckpt)])
+    assert rec is not None and rec["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert ex.initial_weights(["--model.weights", "imagenet"]) is None
+    assert ex.initial_weights(["--model.weights", str(tmp_path / "missing.pt")]) is None
+    results = tmp_path / "runs"
+    for seed in range(3):
+        _write(results, "market", "t2-scc", seed, 0.6, 0.8)
+    assert ex.init_weights_lines(ex.load_results(results)) == []  # nothing recorded: no claim
+    for seed, sha in ((0, "a" * 64), (1, "a" * 64), (2, None)):
+        path = results / "market" / "t2-scc" / f"seed{seed}" / "result.json"
+        res = json.loads(path.read_text())
+        res["init_weights"] = {"path": "data/pretrained/x.pt", "sha256": sha} if sha else None
+        path.write_text(json.dumps(res))
+    lines = ex.init_weights_lines(ex.load_results(results))
+    assert lines == ["- Initial weights: all 2 recorded runs began from `data/pretrained/x.pt`, SHA-256 "
+                     "`aaaaaaaaaaaaaaaa`; 1 run made before the record did not keep it."]
+    res["init_weights"] = {"path": "data/pretrained/x.pt", "sha256": "b" * 64}
+    path.write_text(json.dumps(res))
+    lines = ex.init_weights_lines(ex.load_results(results))
+    assert lines[0].startswith("- **Initial weights differ**: the runs began from 2 different files")
+    assert lines[1:] == ["  - `data/pretrained/x.pt`, SHA-256 `aaaaaaaaaaaaaaaa`: 2 runs",
+                         "  - `data/pretrained/x.pt`, SHA-256 `bbbbbbbbbbbbbbbb`: 1 run"]
+    assert "Initial weights differ" in ex.build_report(results, tmp_path / "R.md", tmp_path / "plots")
 
 
 def test_run_warns_about_emulated_bf16(tmp_path: Path, monkeypatch, capsys) -> None:
