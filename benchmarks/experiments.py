@@ -922,13 +922,19 @@ def _sweep_verdict(group: str, target: str, stats: dict[str, Stat | None]) -> st
     return f"paper: both extremes are worse (interior optimum): {'yes' if interior else 'no'} — {ours}"
 
 
-def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path | None = None) -> str:
+def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path | None = None,
+                 groups: Sequence[str] | None = None, targets: Sequence[str] | None = None) -> str:
     """Render RESULTS.md from all result.json files (and write the plots); returns the markdown.
 
-    ``analysis``: a hand-written markdown file (findings and investigations) inserted after the setup."""
+    ``analysis``: a hand-written markdown file (findings and investigations) inserted after the setup.
+    ``groups`` / ``targets``: report only these tables and targets (default: all, missing runs as "not run"),
+    e.g. for a results folder that holds one sweep."""
+    unknown = sorted(set(groups or ()) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     results = load_results(results_dir)
     fill_aliases(results)
-    targets = _targets_to_show(results)
+    targets = list(targets) if targets else _targets_to_show(results)
     lines = [
         "# Results: the paper's experiments on the synthetic world",
         "",
@@ -950,6 +956,8 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path |
     if analysis is not None and analysis.is_file():
         lines += ["", analysis.read_text().strip()]
     for group, title in GROUPS.items():
+        if groups and group not in groups:
+            continue
         exps = [e for e in EXPERIMENTS if e.group == group]
         lines += ["", f"## {title}", ""]
         if group in ("eta", "parts"):
@@ -1019,7 +1027,8 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path |
 
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    build_report(Path(args.results_dir), out, Path(args.plots_dir), Path(args.analysis) if args.analysis else None)
+    build_report(Path(args.results_dir), out, Path(args.plots_dir), Path(args.analysis) if args.analysis else None,
+                 groups=args.only, targets=args.targets)
     print(out)
     return 0
 
@@ -1055,6 +1064,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--plots-dir", default=str(PLOTS_DIR))
     rep.add_argument("--analysis", default=str(ANALYSIS_PATH),
                      help="hand-written findings inserted after the setup (skipped if the file is absent)")
+    rep.add_argument("--only", nargs="+", default=None, choices=list(GROUPS),
+                     help="report only these groups (default: all, missing runs shown as \"not run\")")
+    rep.add_argument("--targets", nargs="+", default=None, choices=sorted(TARGETS),
+                     help="report only these targets (default: market, msmt and any other found)")
     rep.set_defaults(func=cmd_report)
     lst = sub.add_parser("list", help="print the experiment table")
     lst.set_defaults(func=cmd_list)

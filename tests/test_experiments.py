@@ -318,6 +318,28 @@ def test_initial_weights_are_identified_by_hash_and_mixtures_flagged(tmp_path: P
     assert "Initial weights differ" in ex.build_report(results, tmp_path / "R.md", tmp_path / "plots")
 
 
+def test_report_only_selected_groups_and_targets(tmp_path: Path) -> None:
+    results = tmp_path / "runs"
+    for seed in range(2):
+        _write(results, "market", "eta-1", seed, 0.20, 0.25, miou=0.06)
+        _write(results, "market", "t1-wm-scc", seed, 0.17, 0.20, miou=0.06)
+    out = tmp_path / "R.md"
+    argv = ["report", "--results-dir", str(results), "--out", str(out), "--plots-dir", str(tmp_path / "plots"),
+            "--analysis", ""]
+    assert ex.main(argv) == 0
+    full = out.read_text()
+    assert f"## {ex.GROUPS['table1']}" in full and "(`msmt`)" in full  # default: everything, "not run" rows
+    assert ex.main([*argv, "--only", "eta", "--targets", "market"]) == 0
+    text = out.read_text()
+    assert f"## {ex.GROUPS['eta']}" in text and f"## {ex.GROUPS['parts']}" not in text
+    assert f"## {ex.GROUPS['table1']}" not in text and "(`msmt`)" not in text
+    assert "| 2 | 20.0 ± 0.0 |" in text  # eta = 1, both seeds
+    with pytest.raises(SystemExit):
+        ex.main([*argv, "--only", "table9"])
+    with pytest.raises(ValueError, match="unknown group"):
+        ex.build_report(results, out, tmp_path / "plots", groups=["table9"])
+
+
 def test_run_warns_about_emulated_bf16(tmp_path: Path, monkeypatch, capsys) -> None:
     import training.common as common
 
