@@ -517,3 +517,25 @@ def test_within_position_auc_separates_position_from_content() -> None:
         within_position_auc(positional.flatten(), body.flatten())
     with pytest.raises(ValueError, match="min_share"):
         within_position_auc(positional, body, min_share=0.5)
+
+
+def test_eta_at_most_one_cell_forbids_every_pair_and_ignores_the_features() -> None:
+    """With eta <= 1 grid cell every off-diagonal pair has D_s >= eta (Eq. 2), so step 2 never sees a
+    finite feature distance: the split is a fixed function of the foreground mask (the ``eta-1`` rows of
+    Fig. 5). Known answer for average linkage and a 16-cell foreground: the lowest-index tie-break chains
+    14 cells into one part and leaves the last two cells as singletons."""
+    from scwm.parsing.cascaded import batched_agglomerative, corrected_distance_matrix
+
+    torch.manual_seed(0)
+    h, w = 8, 4
+    x = torch.randn(16, 32, h, w).abs()
+    y = torch.randn(16, 32, h, w)
+    y = y / y.norm(dim=1, keepdim=True) * x.norm(dim=1, keepdim=True)  # same norms, other directions
+    assert torch.equal(spatial_cascaded_clustering(x, 4, eta=1.0), spatial_cascaded_clustering(y, 4, eta=1.0))
+    assert not torch.equal(spatial_cascaded_clustering(x, 4, eta=2.0), spatial_cascaded_clustering(y, 4, eta=2.0))
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.reshape(1, -1), cols.reshape(1, -1)
+    fg = (cols >= 1) & (cols <= 2)
+    feats = torch.nn.functional.normalize(torch.randn(1, h * w, 8), dim=-1)
+    labels = batched_agglomerative(corrected_distance_matrix(feats, rows, cols, 1.0), fg, 3)
+    assert sorted(torch.bincount(labels[fg]).tolist()) == [1, 1, 14]
