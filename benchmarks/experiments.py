@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scwm.utils import atomic_write_bytes, atomic_write_json
+from scwm.utils import atomic_write_bytes, atomic_write_json, sha256_file
 from training.config import PRESETS, config_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,30 +411,17 @@ def start_state_lines(results: dict[tuple[str, str], list[dict[str, Any]]]) -> l
             "different weights or precision (epoch-0 clustering below), so their spread mixes that in:", *mixed]
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def initial_weights(argv: list[str]) -> dict[str, str] | None:
     """Path and SHA-256 of the file a run's initial weights are loaded from (None for random/ImageNet init).
 
     Source pretraining is not bitwise reproducible across CPU kinds, so this, not the command, identifies
     the start point: runs with different hashes must not be pooled."""
-    from training.pretrain import pretrained_path
+    from training.run import initial_weights_file
 
-    cfg, _ = config_from_args(argv)
-    weights = cfg.model.weights
-    if weights in (None, "", "none", "imagenet"):
+    path = initial_weights_file(config_from_args(argv)[0])
+    if path is None or not path.is_file():
         return None
-    path = pretrained_path(cfg) if weights == "pretrain" else Path(weights)
-    if not path.is_file():
-        return None
-    return {"path": _display_path(path), "sha256": file_sha256(path)}
+    return {"path": _display_path(path), "sha256": sha256_file(path)}
 
 
 def _runs(n: int) -> str:

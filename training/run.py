@@ -40,7 +40,7 @@ from .common import (
     setup_logging,
 )
 from .config import TrainConfig, config_from_args
-from .pretrain import model_spec, run_pretraining
+from .pretrain import model_spec, pretrained_path, run_pretraining
 from .stages import ClusterTargets, clustering_stage, train_epoch
 
 log = logging.getLogger("scwm")
@@ -57,15 +57,21 @@ def _config_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def initial_weights_file(cfg: TrainConfig) -> Path | None:
+    """The file ``model.weights`` loads (the source-pretraining cache for "pretrain", which may not exist
+    yet); None for random or ImageNet initialisation."""
+    weights = cfg.model.weights
+    if weights in (None, "", "none", "imagenet"):
+        return None
+    return pretrained_path(cfg) if weights == "pretrain" else Path(weights)
+
+
 def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
     """The network with its initial weights (random, ImageNet, a checkpoint, or source pretraining)."""
     spec = model_spec(cfg)
-    weights = cfg.model.weights
-    init = None if weights in (None, "", "none", "pretrain") else weights
-    net = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts, weights=init if init == "imagenet" else None,
-                  part_mode=spec.part_mode)
-    path = run_pretraining(cfg, device) if weights == "pretrain" else (
-        Path(init) if init not in (None, "imagenet") else None)
+    net = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts,
+                  weights="imagenet" if cfg.model.weights == "imagenet" else None, part_mode=spec.part_mode)
+    path = run_pretraining(cfg, device) if cfg.model.weights == "pretrain" else initial_weights_file(cfg)
     if path is not None:
         load_initial_weights(net, path)
     if spec.part_mode == "stripes":
