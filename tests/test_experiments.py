@@ -58,6 +58,8 @@ def test_intended_field_values() -> None:
     assert cfg("peer-supervised").cluster.supervised and cfg("peer-wnce-literal").loss.wnce_literal
     assert cfg("peer-diversity-sum").loss.diversity_sum and not cfg("t1-wm-scc").loss.diversity_sum
     assert cfg("parts-6", "msmt").model.num_parts == 6 and cfg("eta-1").cluster.eta == 1.0
+    assert cfg("eta-1").cluster.far_pairs == "constant"
+    assert (cfg("eta-1-feature").cluster.eta, cfg("eta-1-feature").cluster.far_pairs) == (1.0, "feature")
     assert {e.group for e in ex.EXPERIMENTS} == set(ex.GROUPS)
     for claims in ex.CLAIMS.values():
         assert all(c.a in ex.BY_NAME and c.b in ex.BY_NAME for c in claims)
@@ -259,6 +261,8 @@ def test_fingerprint_ignores_added_fields_at_their_old_value(tmp_path) -> None:
     assert ("loss", "diversity_sum") in ex.ADDED_FIELDS
     assert ex.fingerprint([*argv, "--loss.diversity_sum", "false"]) == base
     assert ex.fingerprint([*argv, "--loss.diversity_sum", "true"]) != base
+    assert ex.fingerprint([*argv, "--cluster.far_pairs", "constant"]) == base
+    assert ex.fingerprint([*argv, "--cluster.far_pairs", "feature"]) != base
     assert ex.fingerprint([*argv, "--loss.diversity", "false"]) != base  # ordinary fields still count
 
 

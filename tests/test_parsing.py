@@ -539,3 +539,55 @@ def test_eta_at_most_one_cell_forbids_every_pair_and_ignores_the_features() -> N
     feats = torch.nn.functional.normalize(torch.randn(1, h * w, 8), dim=-1)
     labels = batched_agglomerative(corrected_distance_matrix(feats, rows, cols, 1.0), fg, 3)
     assert sorted(torch.bincount(labels[fg]).tolist()) == [1, 1, 14]
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two label vectors describe the same partition (labels may be permuted)."""
+    pairs = set(zip(a.tolist(), b.tolist(), strict=True))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_far_pairs_feature_orders_merges_past_infinity_by_feature_distance() -> None:
+    """``far_pairs="feature"`` gives a forbidden pair ``far_value + D_f`` (Eq. 2's infinity plus the
+    feature distance). Checked against scikit-learn's average linkage on the same matrix, and by its
+    known limits: with every pair forbidden (eta <= 1 cell) it is plain agglomerative clustering on D_f
+    (eta = inf), with no pair forbidden it equals the default "constant" mode."""
+    from scwm.parsing.cascaded import FAR_PAIRS, batched_agglomerative, corrected_distance_matrix
+
+    assert FAR_PAIRS == ("constant", "feature")
+    h, w = 8, 4
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = rows.reshape(1, -1), cols.reshape(1, -1)
+    fg = (cols >= 1) & (cols <= 2)
+    gen = torch.Generator().manual_seed(8)
+    feats = F.normalize(torch.randn(1, h * w, 8, generator=gen), dim=-1)
+    plain = batched_agglomerative(corrected_distance_matrix(feats, rows, cols, math.inf), fg, 3)
+    feat1 = corrected_distance_matrix(feats, rows, cols, 1.0, far_pairs="feature")
+    assert feat1.dtype == torch.float64  # D_f is not rounded away next to far_value
+    assert _same_partition(batched_agglomerative(feat1, fg, 3)[fg].numpy(), plain[fg].numpy())
+    const1 = batched_agglomerative(corrected_distance_matrix(feats, rows, cols, 1.0), fg, 3)
+    assert sorted(torch.bincount(const1[fg]).tolist()) == [1, 1, 14]  # the feature-free split, for contrast
+    for eta in (2.0, 3.0):  # merges pass infinity here: compare with sklearn on the same matrix
+        d = corrected_distance_matrix(feats, rows, cols, eta, far_pairs="feature")
+        ours = batched_agglomerative(d, fg, 3)[fg].numpy()
+        sub = d[0][fg[0]][:, fg[0]].numpy()
+        ref = AgglomerativeClustering(n_clusters=3, metric="precomputed", linkage="average").fit_predict(sub)
+        assert _same_partition(ours, ref)
+        if eta == 2.0:  # and here the order of the merges past infinity changes the parts
+            const = batched_agglomerative(corrected_distance_matrix(feats, rows, cols, eta), fg, 3)[fg].numpy()
+            assert not _same_partition(ours, const)
+        far = corrected_distance_matrix(feats, rows, cols, eta)
+        assert torch.allclose(d.float()[far > 10], far[far > 10] + corrected_distance_matrix(
+            feats, rows, cols, math.inf)[far > 10])
+    big = 100.0  # no pair is forbidden: both modes are the plain clustering
+    assert torch.equal(spatial_cascaded_clustering(feats.transpose(1, 2).reshape(1, 8, h, w), 4, eta=big),
+                       spatial_cascaded_clustering(feats.transpose(1, 2).reshape(1, 8, h, w), 4, eta=big,
+                                                   far_pairs="feature"))
+    x = torch.randn(16, 32, h, w, generator=gen).abs()
+    y = torch.randn(16, 32, h, w, generator=gen)
+    y = y / y.norm(dim=1, keepdim=True) * x.norm(dim=1, keepdim=True)  # same norms, other directions
+    a = spatial_cascaded_clustering(x, 4, eta=1.0, far_pairs="feature")
+    assert torch.equal(a, spatial_cascaded_clustering(x, 4, eta=math.inf))  # eta <= 1: plain clustering
+    assert not torch.equal(a, spatial_cascaded_clustering(y, 4, eta=1.0, far_pairs="feature"))  # features count
+    with pytest.raises(ValueError, match="far_pairs"):
+        spatial_cascaded_clustering(x, 4, far_pairs="nearest")

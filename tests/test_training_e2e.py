@@ -124,7 +124,8 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoint(world, tmp_path, monke
     ["--cluster.part_source", "stripes", "--loss.wnce", "false", "--loss.separation", "false"],
     ["--cluster.part_source", "cascaded", "--loss.memory_update", "hardest", "--loss.wnce_literal", "true",
      "--run.precision", "bf16"],
-    ["--cluster.supervised", "true", "--model.bn_chunks", "2", "--loss.diversity", "false"],
+    ["--cluster.supervised", "true", "--model.bn_chunks", "2", "--loss.diversity", "false",
+     "--cluster.far_pairs", "feature"],
     ["--cluster.part_source", "gt", "--loss.diversity_sum", "true"],
 ])
 def test_ablation_variants_run(world, tmp_path, variant) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
@@ -81,6 +82,8 @@ def test_parse_batch_oracle_source_pools_ground_truth() -> None:
         parse_batch(fmap, cfg, None)
     scc = preset_config("synthetic")  # the mask is ignored by SCC
     assert torch.equal(parse_batch(fmap, scc, gt), spatial_cascaded_clustering(fmap, 4, eta=scc.cluster.eta))
+    feature = preset_config("synthetic", {"cluster": {"eta": 1.0, "far_pairs": "feature"}})
+    assert torch.equal(parse_batch(fmap, feature, None), spatial_cascaded_clustering(fmap, 4, eta=math.inf))
 
 
 def test_initial_weights_for_another_number_of_parts(tmp_path) -> None:

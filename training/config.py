@@ -81,6 +81,10 @@ class ClusterConfig(_Section):
     part_source: PartSource = "scc"
     eta: float = Field(3.0, gt=0)
     """Spatial threshold of the space correction (Eq. 2), in feature-map cells."""
+    far_pairs: Literal["constant", "feature"] = "constant"
+    """How merges across pairs farther apart than eta (Eq. 2's infinity) are ordered once no finite merge
+    is left: "constant" = all tie (lowest index first; at eta <= 1 the parts ignore the features),
+    "feature" = by feature distance, so a too-small eta degrades to plain agglomerative clustering."""
     mask_gamma: float = Field(0.2, ge=0, lt=1)
     mask_gamma_until: int = Field(20, ge=0)
     """Momentum gamma of Eq. 3 is used for epochs < this, 0 afterwards (paper: 0.2, then 0 after 20)."""

@@ -72,7 +72,8 @@ def parse_batch(fmap: torch.Tensor, cfg: TrainConfig, gt_masks: torch.Tensor | N
         return oracle_part_labels(gt_masks.to(fmap.device), cfg.model.num_parts, tuple(fmap.shape[2:]))
     fg, space = _VARIANTS[cfg.cluster.part_source]
     return spatial_cascaded_clustering(fmap.float(), cfg.model.num_parts, eta=cfg.cluster.eta,
-                                       foreground_correction=fg, space_correction=space)
+                                       foreground_correction=fg, space_correction=space,
+                                       far_pairs=cfg.cluster.far_pairs)
 
 
 def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfig, epoch: int,

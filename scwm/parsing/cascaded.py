@@ -42,6 +42,15 @@ in ``docs/bench/parsing.md``):
   with the smallest fraction of forbidden pixel pairs merges first; ties go to the lowest flat index
   ``(i, j)``). This is the paper's "spatial constraint becomes ineffective"; it never fails.
   ``eta = inf`` gives plain agglomerative clustering.
+* ``far_pairs`` decides how merges past "infinity" are ordered. ``"constant"`` (the default, used by every
+  recorded run) gives every forbidden pair the same ``far_value``, so among cluster pairs made only of
+  forbidden pixel pairs the features play no part and ties go to the lowest index: at ``eta <= 1`` cell
+  every pair is forbidden and step 2 becomes a feature-free split of the foreground (one large part plus
+  singleton cells). ``"feature"`` gives a forbidden pair ``far_value + D_f``: every finite merge still
+  comes first, but past infinity the feature distance orders the merges, so a too-small eta degrades to
+  plain agglomerative clustering on ``D_f`` (identical to ``eta = inf`` when every pair is forbidden), which
+  is how the paper describes a too-small eta ("the spatial constraints become ineffective", Sec. 4.3).
+  The distance matrix is then built in float64 so that ``D_f`` is not lost to the rounding of ``far_value``.
 
 Edge cases: an image whose foreground has ``<= num_parts-1`` points gets one part per foreground point
 (remaining part labels unused); an all-zero map (or any map with zero max norm) is all background;
@@ -60,6 +69,7 @@ from torch import Tensor
 
 __all__ = [
     "DEFAULT_ETA",
+    "FAR_PAIRS",
     "LINKAGES",
     "batched_agglomerative",
     "batched_kmeans",
@@ -76,6 +86,7 @@ LINKAGES = ("average", "complete", "single", "ward")
 FEATURE_METRICS = ("cosine", "euclidean")
 SPATIAL_METRICS = ("euclidean", "chebyshev")
 ETA_UNITS = ("cells", "height")
+FAR_PAIRS = ("constant", "feature")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,19 +261,24 @@ def corrected_distance_matrix(
     eta_unit: str = "cells",
     height: int | None = None,
     far_value: float | None = None,
+    far_pairs: str = "constant",
 ) -> Tensor:
     """Corrected distance matrix of Eq. 2, ``(B, n, n)``; "infinity" is ``far_value``.
 
     ``feats (B, n, C)`` are L2-normalized, ``rows``/``cols (B, n)`` are grid coordinates. ``D_s`` is the
     Euclidean or Chebyshev grid distance, divided by ``height`` when ``eta_unit == "height"``. Pairs with
-    ``D_s >= eta`` get ``far_value`` (default :func:`default_far_value`). The diagonal is 0.
+    ``D_s >= eta`` get ``far_value`` (default :func:`default_far_value`), or ``far_value + D_f`` with
+    ``far_pairs="feature"`` (computed in float64; see the module docstring). The diagonal is 0.
     """
     _check_choice("feature_metric", feature_metric, FEATURE_METRICS)
     _check_choice("spatial_metric", spatial_metric, SPATIAL_METRICS)
     _check_choice("eta_unit", eta_unit, ETA_UNITS)
+    _check_choice("far_pairs", far_pairs, FAR_PAIRS)
     if not eta > 0:
         raise ValueError(f"eta must be > 0 (use math.inf for no spatial constraint), got {eta}")
     n = feats.shape[1]
+    if far_pairs == "feature" and not math.isinf(eta):
+        feats = feats.double()
     sim = torch.bmm(feats, feats.transpose(1, 2)).clamp_(-1.0, 1.0)
     if feature_metric == "cosine":
         df = (1.0 - sim).clamp_min_(0.0)
@@ -282,7 +298,8 @@ def corrected_distance_matrix(
                 raise ValueError("eta_unit='height' needs the map height")
             ds = ds / float(height)
         fv = default_far_value(n) if far_value is None else float(far_value)
-        out = df.masked_fill_(ds >= eta, fv)
+        far = ds >= eta
+        out = torch.where(far, df + fv, df) if far_pairs == "feature" else df.masked_fill_(far, fv)
     out.diagonal(dim1=1, dim2=2).zero_()
     return out
 
@@ -412,6 +429,7 @@ def spatial_cascaded_clustering(
     spatial_metric: str = "euclidean",
     eta_unit: str = "cells",
     far_value: float | None = None,
+    far_pairs: str = "constant",
     kmeans_iters: int = 100,
 ) -> Tensor:
     """Pseudo part labels ``(B, H, W)`` from feature maps ``(B, C, H, W)`` (Sec. 3.2, Eq. 2).
@@ -419,7 +437,7 @@ def spatial_cascaded_clustering(
     ``foreground_correction=False, space_correction=False`` is ISP's original cascaded clustering; both
     True is SCWM's SCC. Foreground parts ``0..num_parts-2`` are ordered top to bottom by the mean row of
     their pixels, background is ``num_parts-1``. See the module docstring for the choices of
-    ``linkage``, ``feature_metric``, ``spatial_metric``/``eta_unit`` and for edge cases.
+    ``linkage``, ``feature_metric``, ``spatial_metric``/``eta_unit``, ``far_pairs`` and for edge cases.
     """
     if feature_maps.dim() != 4:
         raise ValueError(f"feature_maps must be (B, C, H, W), got shape {tuple(feature_maps.shape)}")
@@ -432,6 +450,7 @@ def spatial_cascaded_clustering(
         _check_choice("feature_metric", feature_metric, FEATURE_METRICS)
         _check_choice("spatial_metric", spatial_metric, SPATIAL_METRICS)
         _check_choice("eta_unit", eta_unit, ETA_UNITS)
+        _check_choice("far_pairs", far_pairs, FAR_PAIRS)
         if not eta > 0:
             raise ValueError(f"eta must be > 0 (use math.inf for no spatial constraint), got {eta}")
     b, c, h, w = feature_maps.shape
@@ -463,6 +482,7 @@ def spatial_cascaded_clustering(
         dist = corrected_distance_matrix(
             feats, rows, cols, eta, feature_metric=feature_metric, spatial_metric=spatial_metric,
             eta_unit=eta_unit, height=h, far_value=far_value if far_value is not None else default_far_value(h * w),
+            far_pairs=far_pairs,
         )
         lab = batched_agglomerative(dist, valid, k, linkage=linkage)
     else:
