@@ -6,6 +6,8 @@ PCB-style horizontal stripes, from the ground truth itself pooled to the feature
 ceiling at that resolution), and from an eta and l sweep of SCC. ``--sizes`` feeds the same weights
 larger inputs, which gives finer feature maps (16x8 at 256x128). Scores (``scwm.parsing``): foreground
 IoU and part mIoU after one Hungarian assignment of predicted parts to GT parts over the whole dataset.
+The eta sweep is run twice: with the default ``far_pairs="constant"`` and with ``"feature"`` (merges past
+Eq. 2's infinity ordered by feature distance, ``scwm/parsing/cascaded.py``).
 
     python -m benchmarks.bench_parsing_quality --checkpoint data/pretrained/source-resnet18-128x64.pt \
         --presets market msmt --max-images 1200 --sizes 128x64 256x128
@@ -37,6 +39,9 @@ from scwm.parsing import (
 )
 from training.common import ensure_synthetic
 
+DEFAULT_MARKDOWN = "docs/bench/parsing_quality.md"
+DEFAULT_TITLE = "Parsing quality with a trained backbone (synthetic ground truth)"
+
 
 def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) -> dict[str, dict]:
     v: dict[str, dict] = {
@@ -49,6 +54,10 @@ def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) ->
     }
     for e in etas:
         v[f"SCC eta={e:g}"] = {"fg": True, "space": True, "l": num_parts, "eta": e, "sweep": "eta"}
+    for e in etas:  # the same sweep with merges past infinity ordered by feature distance (far_pairs)
+        if math.isfinite(e):
+            v[f"SCC eta={e:g}, far pairs by feature"] = {"fg": True, "space": True, "l": num_parts, "eta": e,
+                                                         "sweep": "eta_feature", "far_pairs": "feature"}
     for p in parts:
         v[f"SCC l={p}"] = {"fg": True, "space": True, "l": p, "eta": eta, "sweep": "l"}
     return v
@@ -94,7 +103,8 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
                     lab = oracle_part_labels(batch["mask"], v["l"], (h, w))
                 else:
                     lab = spatial_cascaded_clustering(fmap, v["l"], eta=v["eta"], foreground_correction=v["fg"],
-                                                      space_correction=v["space"])
+                                                      space_correction=v["space"],
+                                                      far_pairs=v.get("far_pairs", "constant"))
                 times[name] += time.time() - tic
                 confs[name].update(lab, batch["mask"])
                 fg_cells[name] += b * h * w if v.get("stripes") else int((lab != v["l"] - 1).sum())
@@ -111,10 +121,12 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
 
 def to_markdown(results: dict, args: argparse.Namespace) -> str:
     lines = [
-        "## Parsing quality with a trained backbone (synthetic ground truth)", "",
+        f"## {args.title}", "",
         f"Command: `python -m benchmarks.bench_parsing_quality --checkpoint {' '.join(args.checkpoint)} "
         f"--presets {' '.join(args.presets)} --max-images {args.max_images}"
-        + (f" --sizes {' '.join(args.sizes)}" if args.sizes else "") + "`  ",
+        + (f" --sizes {' '.join(args.sizes)}" if args.sizes else "")
+        + ("" if args.markdown == DEFAULT_MARKDOWN else f" --out {args.out} --markdown {args.markdown}")
+        + ("" if args.title == DEFAULT_TITLE else f" --title '{args.title}'") + "`  ",
         f"Machine: {platform.machine()}, 2 CPU cores, torch {torch.__version__}. Feature maps of each "
         "checkpoint (the source-pretrained backbone never saw the target presets) on target **train** images; "
         "fg IoU = predicted foreground vs GT body; part mIoU = mean IoU over the 5 GT body labels after one "
@@ -157,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", nargs="+", default=None,
                    help="input sizes HxW to feed the same weights (default: the checkpoint's own size)")
     p.add_argument("--out", default="benchmarks/results/parsing_quality.json")
-    p.add_argument("--markdown", default="docs/bench/parsing_quality.md")
+    p.add_argument("--markdown", default=DEFAULT_MARKDOWN)
+    p.add_argument("--title", default=DEFAULT_TITLE, help="heading of the markdown section")
     args = p.parse_args(argv)
     sizes = []
     for text in args.sizes or []:

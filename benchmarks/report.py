@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 ORDER = ["summary", "synthetic", "evaluation", "clustering", "pseudo_labels", "parsing", "parsing_quality",
+         "parsing_quality_far_pairs",
          "norm_cue", "part_embeddings", "predicted_masks", "training", "serving"]
 
 HEADER = """# Benchmarks
