@@ -43,7 +43,21 @@ DEFAULT_MARKDOWN = "docs/bench/parsing_quality.md"
 DEFAULT_TITLE = "Parsing quality with a trained backbone (synthetic ground truth)"
 
 
-def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) -> dict[str, dict]:
+def _cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def variants(num_parts: int, eta: float, etas: list[float], parts: list[int],
+             eta_parts: list[int] | None = None) -> dict[str, dict]:
+    """The pseudo-mask sources to score. ``eta_parts``: the l values of the eta sweeps (default: ``num_parts``);
+    each far-pairs row names the constant-mode row of the same eta and l it is compared with (``base``)."""
     v: dict[str, dict] = {
         "stripes (PPLR baseline)": {"stripes": True, "l": num_parts},
         "ground truth pooled (oracle)": {"oracle": True, "l": num_parts},
@@ -52,12 +66,15 @@ def variants(num_parts: int, eta: float, etas: list[float], parts: list[int]) ->
         "space correction": {"fg": False, "space": True, "l": num_parts, "eta": eta},
         "both corrections (SCC)": {"fg": True, "space": True, "l": num_parts, "eta": eta},
     }
-    for e in etas:
-        v[f"SCC eta={e:g}"] = {"fg": True, "space": True, "l": num_parts, "eta": e, "sweep": "eta"}
-    for e in etas:  # the same sweep with merges past infinity ordered by feature distance (far_pairs)
-        if math.isfinite(e):
-            v[f"SCC eta={e:g}, far pairs by feature"] = {"fg": True, "space": True, "l": num_parts, "eta": e,
-                                                         "sweep": "eta_feature", "far_pairs": "feature"}
+    for lp in eta_parts or [num_parts]:
+        tag = "" if lp == num_parts else f", l={lp}"
+        for e in etas:
+            v[f"SCC eta={e:g}{tag}"] = {"fg": True, "space": True, "l": lp, "eta": e, "sweep": "eta"}
+        for e in etas:  # the same sweep with merges past infinity ordered by feature distance (far_pairs)
+            if math.isfinite(e):
+                v[f"SCC eta={e:g}{tag}, far pairs by feature"] = {
+                    "fg": True, "space": True, "l": lp, "eta": e, "sweep": "eta_feature", "far_pairs": "feature",
+                    "base": f"SCC eta={e:g}{tag}"}
     for p in parts:
         v[f"SCC l={p}"] = {"fg": True, "space": True, "l": p, "eta": eta, "sweep": "l"}
     return v
@@ -80,11 +97,12 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
         records = [records[i] for i in sorted(rng.choice(len(records), args.max_images, replace=False))]
     loader = DataLoader(ReIDImageDataset(records, EvalTransform(*size), use_gt_masks=True),
                         batch_size=64, num_workers=2, collate_fn=collate_skip_none)
-    vs = variants(spec.num_parts, args.eta, args.etas, args.parts)
+    vs = variants(spec.num_parts, args.eta, args.etas, args.parts, args.eta_parts)
     confs = {name: ParsingConfusion(v["l"], NUM_GT_LABELS, None if v.get("stripes") else v["l"] - 1)
              for name, v in vs.items()}
     times = dict.fromkeys(vs, 0.0)
     fg_cells = dict.fromkeys(vs, 0)
+    changed = {name: [0, 0, 0, 0] for name, v in vs.items() if "base" in v}  # cells, fg cells, images, all
     total_cells = 0
     norms, is_fg = [], []  # per feature cell: max-normalized norm, majority GT label is body
     with torch.no_grad():
@@ -95,6 +113,7 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
             norms.append(nrm)
             is_fg.append(body)
             total_cells += b * h * w
+            labels: dict[str, torch.Tensor] = {}
             for name, v in vs.items():
                 tic = time.time()
                 if v.get("stripes"):
@@ -108,10 +127,22 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
                 times[name] += time.time() - tic
                 confs[name].update(lab, batch["mask"])
                 fg_cells[name] += b * h * w if v.get("stripes") else int((lab != v["l"] - 1).sum())
+                labels[name] = lab
+                if "base" in v:  # how much the far-pairs order changes the constant mode's labels
+                    ref = labels[v["base"]]
+                    diff, fg = lab != ref, ref != v["l"] - 1
+                    changed[name][0] += int((diff & fg).sum())
+                    changed[name][1] += int(fg.sum())
+                    changed[name][2] += int(diff.flatten(1).any(1).sum())
+                    changed[name][3] += b
     out = {}
     for name, v in vs.items():
         out[name] = {**score(confs[name]), "seconds": times[name], "l": v["l"],
                      "eta": v.get("eta"), "sweep": v.get("sweep"), "fg_fraction": fg_cells[name] / total_cells}
+        if name in changed:
+            c = changed[name]
+            out[name]["changed_fg_cells"] = c[0] / max(c[1], 1)
+            out[name]["changed_images"] = c[2] / max(c[3], 1)
     y, x = torch.cat(is_fg), torch.cat(norms)
     out["_meta"] = {"norm_auc": binary_auc(x, y), "gt_fg_fraction": float(y.float().mean()),
                     "images": len(records), "feature_map": [h, w],
@@ -125,16 +156,19 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
         f"Command: `python -m benchmarks.bench_parsing_quality --checkpoint {' '.join(args.checkpoint)} "
         f"--presets {' '.join(args.presets)} --max-images {args.max_images}"
         + (f" --sizes {' '.join(args.sizes)}" if args.sizes else "")
+        + (f" --eta-parts {' '.join(map(str, args.eta_parts))}" if args.eta_parts else "")
         + ("" if args.markdown == DEFAULT_MARKDOWN else f" --out {args.out} --markdown {args.markdown}")
         + ("" if args.title == DEFAULT_TITLE else f" --title '{args.title}'") + "`  ",
-        f"Machine: {platform.machine()}, 2 CPU cores, torch {torch.__version__}. Feature maps of each "
+        f"Machine: {platform.machine()} ({_cpu_name()}), 2 CPU cores, torch {torch.__version__}. Feature maps of each "
         "checkpoint (the source-pretrained backbone never saw the target presets) on target **train** images; "
         "fg IoU = predicted foreground vs GT body; part mIoU = mean IoU over the 5 GT body labels after one "
         "Hungarian assignment over the whole set (unmatched GT labels count 0, so with l-1 predicted parts "
         "the ceiling is (l-1)/5); matched mIoU = mean over the assigned pairs only; fg fraction = share of "
         "feature cells called foreground (stripes: all). Norm AUC: how well the per-cell feature norm "
         "(the cue of step 1) ranks body cells (majority of pixels body) above background cells; 0.5 = no "
-        "signal, below 0.5 = the background responds more.", "",
+        "signal, below 0.5 = the background responds more. Changed vs constant far pairs: share of the "
+        "constant mode's foreground cells, and of images, whose label differs with `far_pairs=\"feature\"` "
+        "at the same eta and l.", "",
     ]
     for res in results.values():
         meta = res["_meta"]
@@ -143,15 +177,18 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
                   f"feature map {meta['feature_map'][0]}x{meta['feature_map'][1]})", "",
                   f"Feature-norm AUC (body vs background cells): {meta['norm_auc']:.3f}; body cells: "
                   f"{meta['gt_fg_fraction']:.2f} of all cells.", "",
-                  "| pseudo masks | l | eta | fg IoU | fg fraction | part mIoU | matched mIoU | time (s) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| pseudo masks | l | eta | fg IoU | fg fraction | part mIoU | matched mIoU | time (s) "
+                  "| changed vs constant far pairs: fg cells / images |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in res.items():
             if name == "_meta":
                 continue
             eta = "-" if r["eta"] is None else ("inf" if math.isinf(r["eta"]) else f"{r['eta']:g}")
             lines.append(f"| {name} | {r['l']} | {eta} | {r['fg_iou']:.3f} | {r['fg_fraction']:.2f} | "
                          f"{r['part_miou']:.3f} | "
-                         f"{r['matched_miou']:.3f} | {r['seconds']:.1f} |")
+                         f"{r['matched_miou']:.3f} | {r['seconds']:.1f} | "
+                         + (f"{100 * r['changed_fg_cells']:.1f}% / {100 * r['changed_images']:.1f}% |"
+                            if "changed_fg_cells" in r else "- |"))
         lines.append("")
     return "\n".join(lines)
 
@@ -166,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eta", type=float, default=3.0)
     p.add_argument("--etas", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, math.inf])
     p.add_argument("--parts", type=int, nargs="*", default=[3, 4, 5, 6, 7])
+    p.add_argument("--eta-parts", type=int, nargs="*", default=None,
+                   help="l values of the eta sweeps (default: the checkpoint's l)")
     p.add_argument("--sizes", nargs="+", default=None,
                    help="input sizes HxW to feed the same weights (default: the checkpoint's own size)")
     p.add_argument("--out", default="benchmarks/results/parsing_quality.json")
