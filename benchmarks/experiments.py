@@ -179,6 +179,9 @@ PAPER_TARGETS = {"market": "Market-1501", "msmt": "MSMT17"}
 SWEEPS: dict[str, str] = {"eta": "eta", "parts": "l (parts)", "eta_feature": "eta"}
 """Sweep groups (one row per value, plotted against it) and the symbol of the swept parameter."""
 
+PAIRED_SWEEPS: dict[str, str] = {"eta_feature": "eta"}
+"""A sweep whose every point is compared with the point of another sweep at the same value."""
+
 SWEEP_NOTES = {
     "eta": "The paper shows this sweep only as a figure (Fig. 5, Market-1501, no numbers in the text); it states "
            "that both a small and a large eta give a slightly lower mAP.",
@@ -923,6 +926,31 @@ def _sweep_verdict(group: str, target: str, stats: dict[str, Stat | None]) -> st
     return f"paper: both extremes are worse (interior optimum): {'yes' if interior else 'no'} — {ours}"
 
 
+def _paired_lines(group: str, target: str, stats: dict[str, Stat | None],
+                  results: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
+    """For a sweep of :data:`PAIRED_SWEEPS`: each run point against the other sweep's point at the same value."""
+    other = PAIRED_SWEEPS.get(group)
+    if other is None:
+        return []
+    by_param = {e.param: e for e in EXPERIMENTS if e.group == other}
+    out = []
+    for e in EXPERIMENTS:
+        sa = stats.get(e.name) if e.group == group else None
+        twin = by_param.get(e.param)
+        if sa is None or twin is None:
+            continue
+        sb = metric_stat(results.get((target, twin.name), []), "mAP")
+        if sb is None:
+            out.append(f"{e.label} vs {twin.label}: {twin.label} not run")
+            continue
+        diff = sa.mean - sb.mean
+        spread = None if sa.sd is None or sb.sd is None else sa.sd + sb.sd
+        note = (" (single seed, spread unknown)" if spread is None
+                else " (difference inside the spread)" if abs(diff) < spread else " (outside the spread)")
+        out.append(f"{e.label} vs {twin.label}: {sa.fmt()} vs {sb.fmt()}, difference {100 * diff:+.1f}{note}")
+    return out
+
+
 def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path | None = None,
                  groups: Sequence[str] | None = None, targets: Sequence[str] | None = None) -> str:
     """Render RESULTS.md from all result.json files (and write the plots); returns the markdown.
@@ -1009,6 +1037,7 @@ def build_report(results_dir: Path, out: Path, plots_dir: Path, analysis: Path |
                 lines += [f"- {verdict(c, target, stats)}" for c in CLAIMS[group]]
             else:
                 lines += ["", f"- {_sweep_verdict(group, target, stats)}"]
+                lines += [f"- {t}" for t in _paired_lines(group, target, stats, results)]
             lines.append("")
             if group in ("table1", "table2"):
                 png = plots_dir / f"{group}_{target}_epochs.png"

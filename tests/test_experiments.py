@@ -344,6 +344,27 @@ def test_report_only_selected_groups_and_targets(tmp_path: Path) -> None:
         ex.build_report(results, out, tmp_path / "plots", groups=["table9"])
 
 
+def test_report_pairs_the_far_pairs_sweep_with_the_eta_sweep(tmp_path: Path) -> None:
+    """Each eta_feature point is set against the eta point of the same value (mean, sd, spread test)."""
+    results = tmp_path / "runs"
+    for seed, (feat, const) in enumerate([(0.10, 0.05), (0.12, 0.06), (0.11, 0.07)]):
+        _write(results, "msmt", "eta-1-feature", seed, feat, 0.2, miou=0.06)
+        _write(results, "msmt", "eta-1", seed, const, 0.2, miou=0.05)
+        _write(results, "msmt", "eta-3-feature", seed, 0.08 + 0.01 * seed, 0.2, miou=0.07)
+        _write(results, "msmt", "eta-3", seed, 0.085 + 0.01 * seed, 0.2, miou=0.07)
+    _write(results, "msmt", "eta-2-feature", 0, 0.09, 0.2, miou=0.06)
+    out = tmp_path / "R.md"
+    ex.build_report(results, out, tmp_path / "plots", None, groups=["eta_feature"], targets=["msmt"])
+    text = out.read_text()
+    assert ("eta = 1, far pairs by feature vs eta = 1: 11.0 ± 1.0 vs 6.0 ± 1.0, difference +5.0 "
+            "(outside the spread)") in text
+    assert "eta = 3, far pairs by feature vs eta = 3: 9.0 ± 1.0 vs 9.5 ± 1.0, difference -0.5 (difference " \
+           "inside the spread)" in text
+    assert "eta = 2, far pairs by feature vs eta = 2: eta = 2 not run" in text
+    assert (tmp_path / "plots" / "fig5_eta_feature.png").is_file()
+    assert ex._paired_lines("eta", "msmt", {}, {}) == []  # only the paired sweeps get these lines
+
+
 def test_run_warns_about_emulated_bf16(tmp_path: Path, monkeypatch, capsys) -> None:
     import training.common as common
 
