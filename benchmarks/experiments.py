@@ -685,6 +685,11 @@ def metric_stat(runs: list[dict[str, Any]], key: str) -> Stat | None:
     return mean_sd(vals)
 
 
+def spread_of(sa: Stat, sb: Stat) -> float | None:
+    """The spread of two stats (sum of their standard deviations); None when either has one seed."""
+    return None if sa.sd is None or sb.sd is None else sa.sd + sb.sd
+
+
 def verdict(claim: Claim, target: str, stats: dict[str, Stat | None]) -> str:
     """``"A > B (paper x vs y): yes|no [(difference inside the spread)]"``, or why it cannot be judged."""
     a, b = BY_NAME[claim.a], BY_NAME[claim.b]
@@ -701,7 +706,7 @@ def verdict(claim: Claim, target: str, stats: dict[str, Stat | None]) -> str:
     if sa is None or sb is None:
         return f"{text}: not run"
     diff = sa.mean - sb.mean
-    spread = None if sa.sd is None or sb.sd is None else sa.sd + sb.sd
+    spread = spread_of(sa, sb)
     inside = spread is not None and abs(diff) < spread
     if tie:
         ans = "yes" if inside else "no"
@@ -944,7 +949,7 @@ def _paired_lines(group: str, target: str, stats: dict[str, Stat | None],
             out.append(f"{e.label} vs {twin.label}: {twin.label} not run")
             continue
         diff = sa.mean - sb.mean
-        spread = None if sa.sd is None or sb.sd is None else sa.sd + sb.sd
+        spread = spread_of(sa, sb)
         note = (" (single seed, spread unknown)" if spread is None
                 else " (difference inside the spread)" if abs(diff) < spread else " (outside the spread)")
         out.append(f"{e.label} vs {twin.label}: {sa.fmt()} vs {sb.fmt()}, difference {100 * diff:+.1f}{note}")
