@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from benchmarks.reference_jaccard import reference_jaccard_distance
+from tests.reference.reference_jaccard import reference_jaccard_distance
 
 
 def make_features(n: int, dim: int, seed: int = 0, per_id: int = 17) -> tuple[np.ndarray, np.ndarray]:

@@ -41,7 +41,7 @@ from scwm.models import ModelSpec, load_model, save_checkpoint
 from scwm.utils import atomic_write_bytes
 from serving import export as ex
 from serving import index as ix
-from serving.app_support import untrained_model
+from serving.app.demo import untrained_model
 from serving.engine import OnnxEngine
 from serving.retriever import Retriever
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from scwm.data import ReIDImageDataset, TrainTransform, load_dataset
-from scwm.losses import LossConfig, total_loss
+from scwm.losses import LossTerms, total_loss
 from scwm.memory import WeightedMemory
 from scwm.models import SCWMNet
-from training.common import autocast_context, ensure_synthetic
+from training.datasets import ensure_synthetic
+from training.runtime import autocast_context
 
 
 def make_batch(root: Path, n: int, height: int, width: int, parts: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +40,7 @@ def step_time(model: SCWMNet, memory: WeightedMemory, opt: torch.optim.Optimizer
     for _ in range(steps):
         with autocast_context(dev, precision):
             out = model(x, with_logits=True)
-        loss, _ = total_loss(LossConfig(), global_feats=out.global_feat.float(), part_feats=out.part_feats.float(),
+        loss, _ = total_loss(LossTerms(), global_feats=out.global_feat.float(), part_feats=out.part_feats.float(),
                              labels=labels, memory=memory, part_probs=out.part_probs.float(), target_masks=masks,
                              global_logits=out.global_logits.float(), part_logits=out.part_logits.float(),
                              alpha_parts=alpha)

@@ -5,16 +5,10 @@
 ``python -m serving.index add --index DIR --images PATH...`` and ``python -m serving.index info --index DIR``.
 
 Search is exact inner product (``IndexFlatIP``, i.e. cosine on the L2-normalized embeddings) by default;
-IVF / HNSW / PQ come from a FAISS factory string. Directory layout::
-
-    manifest.json               model fingerprint, embedding size, factory, count, file names, sha256s
-    index-<gen>-<tag>.faiss     faiss.write_index of the (CPU) index
-    items-<gen>-<tag>.jsonl     one JSON line per vector: item_id, path, pid, camera, added
-
-The manifest is the commit point: data files get fresh names, then ``manifest.json`` is atomically
-replaced, then the files it no longer names are removed. ``build`` writes a new directory into a temporary
-sibling and renames it. Loading checks every file and checksum and the counts, and raises
-:class:`GalleryIndexError` naming the problem instead of using a damaged index.
+IVF / HNSW / PQ come from a FAISS factory string. The directory layout and its commit point (the manifest)
+are in :mod:`serving.manifest`; ``build`` writes a new directory into a temporary sibling and renames it.
+Loading checks every file and checksum and the counts, and raises :class:`GalleryIndexError` naming the
+problem instead of using a damaged index.
 """
 
 from __future__ import annotations
@@ -23,15 +17,12 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,45 +30,43 @@ import faiss
 import numpy as np
 
 from scwm.data.images import IMAGE_EXTENSIONS
-from scwm.utils import atomic_path, atomic_write_json, sha256_file
+from scwm.data.readers import DatasetError
+from scwm.data.readers import parse_market_name as _read_market_name
 from serving.engine import OnnxEngine
+from serving.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    GalleryIndexError,
+    commit,
+    read_items,
+    read_manifest,
+    utc_now,
+    verified_files,
+)
 
 __all__ = ["GalleryIndexError", "ModelMismatchError", "GalleryIndex", "parse_market_name", "collect_images",
            "embed_paths", "check_factory", "make_faiss_index", "build_index", "add_to_index", "index_info", "main",
            "MANIFEST", "DEFAULT_INDEX_DIR", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
-FORMAT = "scwm-gallery-index"
-FORMAT_VERSION = 1
 DEFAULT_INDEX_DIR = Path("exports/index")
 DEFAULT_MODEL = Path("exports/model.onnx")
-_MARKET_NAME = re.compile(r"^([-\d]+)_c(\d+)")
-_REQUIRED_KEYS = ("format", "format_version", "model_fingerprint", "embedding_size", "factory", "count",
-                  "index_file", "index_sha256", "items_file", "items_sha256")
-
-
-class GalleryIndexError(ValueError):
-    """An index directory is missing, damaged, inconsistent, or cannot be built as asked."""
 
 
 class ModelMismatchError(GalleryIndexError):
     """The model does not match the one that built the index."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def parse_market_name(path: str | os.PathLike[str]) -> tuple[int | None, int | None]:
-    """``(pid, camera)`` from a Market-style file name ``{pid}_c{cam}...``; ``(None, None)`` otherwise."""
-    m = _MARKET_NAME.match(Path(path).name)
-    if not m:
-        return None, None
+    """``(pid, camera)`` from a Market-style file name ``{pid}_c{cam}...`` as the trainer's Market reader parses
+    it (pid -1 junk, 0 distractor), with the camera 1-based as in the name; ``(None, None)`` for names that
+    reader rejects."""
     try:
-        return int(m.group(1)), int(m.group(2))
-    except ValueError:  # e.g. "1-2_c3": matches the character class but is not an integer
+        pid, camid = _read_market_name(Path(path))
+    except DatasetError:
         return None, None
+    return pid, camid + 1
 
 
 def collect_images(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -298,7 +287,7 @@ class GalleryIndex:
         if len(x) == 0:
             return
         faiss.normalize_L2(x)
-        added = _now()
+        added = utc_now()
         start = self.count
         with self._lock:
             self.cpu_index.add(x)
@@ -308,69 +297,25 @@ class GalleryIndex:
     # ----------------------------------------------------------------------------------------- I/O
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write new data files into ``directory``, then atomically swap in the new manifest and remove the
-        files the old one named."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        old = _read_manifest(d) if (d / MANIFEST).is_file() else None
-        gen = max(int((old or {}).get("generation", 0)), int(self.manifest.get("generation", 0))) + 1
-        tag = uuid.uuid4().hex[:8]
-        index_file, items_file = f"index-{gen:06d}-{tag}.faiss", f"items-{gen:06d}-{tag}.jsonl"
-        with atomic_path(d / index_file) as tmp:
-            faiss.write_index(self.cpu_index, str(tmp))
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        with atomic_path(d / items_file) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for it in self.items:
-                    fh.write(json.dumps(it, ensure_ascii=False) + "\n")
-            os.chmod(tmp, 0o644)
-        m = dict(self.manifest)
-        m.update(format=FORMAT, format_version=FORMAT_VERSION, generation=gen, count=self.count,
-                 embedding_size=self.dim, index_type=type(faiss.downcast_index(self.cpu_index)).__name__,
-                 index_file=index_file, index_sha256=sha256_file(d / index_file),
-                 items_file=items_file, items_sha256=sha256_file(d / items_file), updated=_now())
-        m.setdefault("created", m["updated"])
-        try:
-            atomic_write_json(d / MANIFEST, m)
-            os.chmod(d / MANIFEST, 0o644)
-        except BaseException:
-            (d / index_file).unlink(missing_ok=True)
-            (d / items_file).unlink(missing_ok=True)
-            raise
-        self.manifest, self.directory = m, d
-        if old:
-            for key in ("index_file", "items_file"):
-                name = old.get(key)
-                if isinstance(name, str) and name not in (index_file, items_file) and "/" not in name:
-                    (d / name).unlink(missing_ok=True)
+        files the old one named (:func:`serving.manifest.commit`)."""
+        self.manifest = commit(directory, self.manifest, lambda path: faiss.write_index(self.cpu_index, str(path)),
+                               self.items, count=self.count, embedding_size=self.dim,
+                               index_type=type(faiss.downcast_index(self.cpu_index)).__name__)
+        self.directory = Path(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], use_gpu: bool | None = None,
              verify_checksums: bool = True) -> GalleryIndex:
         """Load and verify an index directory (files, sha256 checksums, counts, dimensions)."""
         d = Path(directory)
-        m = _read_manifest(d)
-        files = {}
-        for key in ("index_file", "items_file"):
-            name = m[key]
-            if not isinstance(name, str) or "/" in name or name.startswith("."):
-                raise GalleryIndexError(f"{d / MANIFEST}: bad {key} {name!r}")
-            path = d / name
-            if not path.is_file():
-                raise GalleryIndexError(f"index directory {d} is incomplete: {name} (named by {MANIFEST}) "
-                                        "is missing")
-            if verify_checksums:
-                digest = sha256_file(path)
-                want = m[key.replace("_file", "_sha256")]
-                if digest != want:
-                    raise GalleryIndexError(f"{path} is corrupt: sha256 {digest[:16]}... does not match the "
-                                            f"manifest ({str(want)[:16]}...)")
-            files[key] = path
+        m = read_manifest(d)
+        files = verified_files(d, m, verify_checksums)
         try:
             index = faiss.read_index(str(files["index_file"]))
         except RuntimeError as exc:
             raise GalleryIndexError(f"cannot read FAISS index {files['index_file']}: "
                                     f"{_faiss_msg(exc)}") from None
-        items = _read_items(files["items_file"])
+        items = read_items(files["items_file"])
         count = m["count"]
         if not (index.ntotal == len(items) == count):
             raise GalleryIndexError(f"index directory {d} is inconsistent: manifest count {count}, "
@@ -382,41 +327,6 @@ class GalleryIndex:
         params = m.get("search_params") or {}
         _apply_search_params(index, {k: v for k, v in params.items() if k in ("nprobe", "efSearch")})
         return cls(index, items, m, d, use_gpu)
-
-
-def _read_manifest(d: Path) -> dict[str, Any]:
-    if not d.is_dir():
-        raise GalleryIndexError(f"index directory not found: {d}")
-    path = d / MANIFEST
-    if not path.is_file():
-        raise GalleryIndexError(f"{d} is not a gallery index: {MANIFEST} is missing")
-    try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GalleryIndexError(f"{path} is unreadable or not valid JSON: {exc}") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise GalleryIndexError(f"{path} is not a {FORMAT} manifest")
-    missing = [k for k in _REQUIRED_KEYS if k not in m]
-    if missing:
-        raise GalleryIndexError(f"{path} lacks key(s) {missing}")
-    if m["format_version"] != FORMAT_VERSION:
-        raise GalleryIndexError(f"{path} has format version {m['format_version']}, this code reads "
-                                f"{FORMAT_VERSION}; rebuild the index")
-    return m
-
-
-def _read_items(path: Path) -> list[dict[str, Any]]:
-    items = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            try:
-                it = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise GalleryIndexError(f"{path}:{lineno}: invalid item line ({exc})") from None
-            if not isinstance(it, dict) or it.get("item_id") != lineno - 1 or "path" not in it:
-                raise GalleryIndexError(f"{path}:{lineno}: expected item_id {lineno - 1} with a path")
-            items.append(it)
-    return items
 
 
 # --------------------------------------------------------------------------------------- operations
@@ -440,7 +350,7 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
     if not ok:
         raise GalleryIndexError(f"none of the {len(paths)} images could be read (first: {skipped[0]['reason']})")
     index = make_faiss_index(embs, factory, nprobe, ef_search)
-    added = _now()
+    added = utc_now()
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model_path": str(engine.model_path.resolve()), "model_fingerprint": engine.fingerprint,
@@ -450,24 +360,15 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
         "created": added, "skipped": skipped,
     }
     gallery = GalleryIndex(index, [_item(i, p, added) for i, p in enumerate(ok)], manifest, use_gpu=False)
+    if out.exists():  # overwrite: new uniquely named files, then the manifest swap (the commit point)
+        gallery.save(out)
+        return gallery
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        old = _read_manifest(out) if out.exists() else None
-        gallery.manifest["generation"] = int((old or {}).get("generation", 0))
         gallery.save(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        if old is not None:
-            # overwrite: move the new (uniquely named) files in, then swap the manifest (the commit point)
-            for key in ("index_file", "items_file"):
-                os.replace(tmp / gallery.manifest[key], out / gallery.manifest[key])
-            atomic_write_json(out / MANIFEST, gallery.manifest)
-            os.chmod(out / MANIFEST, 0o644)
-            for key in ("index_file", "items_file"):
-                if old.get(key) not in (gallery.manifest[key], None) and "/" not in str(old[key]):
-                    (out / str(old[key])).unlink(missing_ok=True)
-        else:
-            os.replace(tmp, out)
+        os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     gallery.directory = out

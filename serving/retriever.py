@@ -4,6 +4,7 @@
 >>> r = Retriever.load("exports/index")            # model path taken from the index manifest
 >>> hits = r.search("query.jpg", k=10)              # [Hit(rank=1, score=0.93, path=..., pid=..., ...)]
 >>> labels = r.parse("query.jpg"); r.part_names     # (H, W) part label map at the image's own size
+>>> hits, labels = r.query("query.jpg", k=10)       # both from one forward pass
 
 A :class:`Retriever` is safe to share between threads: the ONNX Runtime session and the CPU FAISS index
 are thread-safe for inference/search, and nothing else is mutated after loading.
@@ -12,12 +13,13 @@ are thread-safe for inference/search, and nothing else is mutated after loading.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from serving.engine import ImageInput, OnnxEngine, to_pil
 from serving.index import DEFAULT_MODEL, GalleryIndex
@@ -48,6 +50,11 @@ def upsample_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]]
 
 
+def _label_map(part_probs: np.ndarray, image: Image.Image) -> np.ndarray:
+    """Argmax of one image's (K, h, w) ``part_probs``, upsampled to the image's size."""
+    return upsample_labels(part_probs.argmax(axis=0).astype(np.int64), image.height, image.width)
+
+
 class Retriever:
     """Person retrieval over a gallery index with an exported SCWM model."""
 
@@ -73,6 +80,25 @@ class Retriever:
     def part_names(self) -> list[str]:
         """Names of the part labels returned by :meth:`parse` (index = label; background last)."""
         return list(self.engine.part_names)
+
+    @property
+    def gallery_items(self) -> Sequence[Mapping[str, Any]]:
+        """Metadata of the gallery images by item id: ``item_id``, ``path``, ``pid``, ``camera``, ``added``
+        (read-only)."""
+        return self.index.items
+
+    def info(self) -> dict[str, Any]:
+        """Facts about the model and the gallery (JSON-friendly): ``model`` (path, fingerprint, embedding size,
+        providers, ``spec`` as :meth:`ModelSpec.to_dict <scwm.models.checkpoint.ModelSpec.to_dict>`, the export
+        ``metadata``) and ``index`` (the manifest plus count, directory and whether the search runs on a GPU)."""
+        eng, idx = self.engine, self.index
+        return {
+            "model": {"path": str(eng.model_path), "fingerprint": eng.fingerprint,
+                      "embedding_size": eng.embedding_size, "providers": list(eng.providers),
+                      "spec": eng.spec.to_dict(), "metadata": dict(eng.metadata)},
+            "index": {**idx.manifest, "count": idx.count, "on_gpu": idx.on_gpu,
+                      "directory": None if idx.directory is None else str(idx.directory)},
+        }
 
     def __len__(self) -> int:
         return self.index.count
@@ -111,12 +137,26 @@ class Retriever:
             return []
         return self.search_embeddings(self.engine.embed(list(images))["global_feat"], k)
 
+    def query(self, image: ImageInput, k: int = 10) -> tuple[list[Hit], np.ndarray]:
+        """Top-``k`` gallery hits and the query's part label map (as :meth:`parse`), from one forward pass."""
+        if isinstance(image, (list, tuple)):
+            raise TypeError("query() takes one image")
+        pil = to_pil(image)
+        out = self.engine.embed(pil)
+        return self.search_embeddings(out["global_feat"], k)[0], _label_map(out["part_probs"][0], pil)
+
     def parse(self, image: ImageInput) -> np.ndarray:
         """Part label map (H, W) int64 at the input image's size: argmax of ``part_probs`` upsampled with
         nearest; label ``i`` is ``part_names[i]``, the background is the last index."""
-        pil = to_pil(image)
-        probs = self.engine.embed(pil)["part_probs"][0]
-        return upsample_labels(probs.argmax(axis=0).astype(np.int64), pil.height, pil.width)
+        return self.parse_batch([image])[0]
+
+    def parse_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
+        """Part label maps of several images (each at its own size, as :meth:`parse`), in batches."""
+        pils = [to_pil(im) for im in images]
+        if not pils:
+            return []
+        probs = self.engine.embed(pils)["part_probs"]
+        return [_label_map(p, im) for p, im in zip(probs, pils, strict=True)]
 
     def __repr__(self) -> str:
         return f"Retriever({self.index.count} items in {self.index.directory}, {self.engine!r})"

@@ -10,8 +10,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.cluster import DBSCAN
 
-from benchmarks.reference_jaccard import reference_jaccard_distance
 from scwm.clustering import cross_agreement, jaccard_distance, pseudo_labels, relabel_by_first_member
+from tests.reference.reference_jaccard import reference_jaccard_distance
 
 # Reference: literal dense transcription of Cluster Contrast's compute_jaccard_distance (see the module).
 ref_compute_jaccard_distance = reference_jaccard_distance

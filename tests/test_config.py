@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import re
 import typing
+import warnings
 from pathlib import Path
 
 import pytest
 
-from training.config import PRESETS, TrainConfig, _field_flags, config_from_args, preset_config
+from scwm.losses import LossTerms
+from training.config import (
+    LEGACY_NAMES,
+    PRESETS,
+    DeprecatedNameWarning,
+    LossConfig,
+    TrainConfig,
+    _field_flags,
+    config_from_args,
+    preset_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,10 +80,110 @@ def test_every_flag_sets_its_field(flag: str, ann) -> None:
 
 @pytest.mark.parametrize("flag", [f for f, _ in _field_flags(TrainConfig)])
 def test_every_field_is_read_by_code(flag: str) -> None:
-    """No ignored flags: each field is read somewhere outside the config module."""
+    """No ignored flags: each field is read somewhere outside the config module (a loss switch of the same
+    name as a :class:`LossTerms` field reaches it through ``LossConfig.terms`` and is read by ``total_loss``)."""
     section, name = flag.split(".")
+    if section == "loss" and name in {f.name for f in dataclasses.fields(LossTerms)}:
+        assert re.search(rf"\bconfig\.{name}\b", (ROOT / "scwm" / "losses" / "total.py").read_text()), flag
+        return
     sources = "\n".join(p.read_text() for d in ("training", "scwm") for p in (ROOT / d).rglob("*.py"))
-    assert re.search(rf"\.{section}\.{name}\b|\bpc\.{name}\b|\blc\.{name}\b|\bd\.{name}\b", sources), flag
+    assert re.search(rf"\.{section}\.{name}\b|\bpc\.{name}\b|\bd\.{name}\b", sources), flag
+
+
+def test_loss_switches_have_one_name_and_default() -> None:
+    """Every LossTerms switch the trainer exposes has the same name and default in the pydantic LossConfig,
+    and reaches LossTerms unchanged; the only other LossTerms fields are the weights and tau (temperature)."""
+    core = {f.name: f.default for f in dataclasses.fields(LossTerms)}
+    trainer = {name: f.default for name, f in LossConfig.model_fields.items()}
+    shared = set(core) & set(trainer)
+    assert {"nce", "nce_weighted", "nce_parts", "nce_literal", "separation", "parsing", "diversity",
+            "diversity_sum", "part_classification", "beta"} <= shared
+    assert {n: core[n] for n in shared} == {n: trainer[n] for n in shared}
+    assert {n for n in set(core) - shared if not n.startswith("lambda_")} == {"tau", "diversity_include_background"}
+    assert LossConfig().terms() == LossTerms(tau=LossConfig().temperature)
+    for name in shared:
+        if isinstance(core[name], bool):
+            flipped = LossConfig(**{name: not trainer[name]}).terms()
+            assert getattr(flipped, name) is (not core[name]), name
+
+
+def test_old_loss_names_still_work_with_a_warning(tmp_path) -> None:
+    assert LEGACY_NAMES["loss"] == {"wnce": "nce", "weighted_nce": "nce_weighted", "part_nce": "nce_parts",
+                                    "wnce_literal": "nce_literal"}
+    with pytest.warns(DeprecatedNameWarning, match="--loss.wnce is deprecated; use --loss.nce"):
+        cfg, _ = config_from_args(["--loss.wnce", "false"])
+    assert cfg.loss.nce is False
+    path = tmp_path / "old.yaml"
+    path.write_text("loss:\n  weighted_nce: false\n  part_nce: false\n")
+    with pytest.warns(DeprecatedNameWarning) as caught:
+        cfg, _ = config_from_args(["--config", str(path), "--loss.nce_parts", "true"])  # the flag wins
+    assert sorted(str(w.message) for w in caught) == [
+        "config field loss.part_nce is deprecated; use loss.nce_parts",
+        "config field loss.weighted_nce is deprecated; use loss.nce_weighted"]
+    assert (cfg.loss.nce_weighted, cfg.loss.nce_parts) == (False, True)
+    with pytest.warns(DeprecatedNameWarning, match="loss.wnce_literal is deprecated; use loss.nce_literal"):
+        old = preset_config("smoke", {"loss": {"wnce_literal": True}})
+    assert old.loss.nce_literal and old == preset_config("smoke", {"loss": {"nce_literal": True}})
+    with pytest.warns(DeprecatedNameWarning):  # a recorded config (model_dump of an older version)
+        recorded = TrainConfig.model_validate({"preset": "smoke", "loss": {"wnce": False, "part_nce": False}})
+    assert (recorded.loss.nce, recorded.loss.nce_parts) == (False, False)
+    with pytest.warns(DeprecatedNameWarning), pytest.raises(ValueError, match="both given"):
+        preset_config("smoke", {"loss": {"wnce": False, "nce": True}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        preset_config("smoke", {"loss": {"nce": False}})  # new names: no warning
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def test_fingerprint_is_one_definition_of_the_same_run() -> None:
+    base = preset_config("synthetic")
+    fp = base.fingerprint()
+    assert re.fullmatch(r"[0-9a-f]{64}", fp) and fp == _hash(base.fingerprint_dict())
+    assert preset_config("synthetic", {"run": {"output": "elsewhere", "progress": False}}).fingerprint() == fp
+    resumable = {"run": {"resume": False, "eval_every": 2, "save_every": 3, "device": "cpu", "eval_batch_size": 7},
+                 "data": {"num_workers": 0}, "optim": {"epochs": 99}}
+    # resume-free fields: a checkpoint may be continued under them, but they make another run for the harness
+    assert preset_config("synthetic", resumable).fingerprint(for_resume=True) == base.fingerprint(for_resume=True)
+    for section, fields in resumable.items():
+        for name, value in fields.items():
+            assert preset_config("synthetic", {section: {name: value}}).fingerprint() != fp, name
+    for real in ({"cluster": {"eta": 2.0}}, {"run": {"seed": 1}}, {"run": {"precision": "bf16"}},
+                 {"loss": {"nce": False}}, {"data": {"root": "x"}}):
+        assert preset_config("synthetic", real).fingerprint() != fp, real
+
+
+def test_added_fields_at_their_legacy_value_are_left_out() -> None:
+    """A config recorded before ``loss.diversity_sum`` / ``cluster.far_pairs`` existed keeps its fingerprint;
+    the same fields at another value make another run (for the trainer's resume check too)."""
+    base = preset_config("synthetic")
+    fields = {("loss", "diversity_sum"): (False, True), ("cluster", "far_pairs"): ("constant", "feature")}
+    for (section, name), (legacy, other) in fields.items():
+        assert getattr(getattr(base, section), name) == legacy
+        recorded = base.fingerprint_dict()
+        assert name not in recorded[section]
+        dump = base.model_dump()  # the hash of a dict that lacks the field, as written before it was added
+        for sec, key in (("run", "output"), ("run", "progress"), ("run", "resume"), ("run", "eval_every"),
+                         ("run", "save_every"), ("run", "device"), ("run", "eval_batch_size"),
+                         ("data", "num_workers"), ("optim", "epochs"), ("loss", "diversity_sum"),
+                         ("cluster", "far_pairs")):
+            del dump[sec][key]
+        assert _hash(dump) == base.fingerprint(for_resume=True)
+        for sec, key in (("run", "resume"), ("run", "eval_every"), ("run", "save_every"), ("run", "device"),
+                         ("run", "eval_batch_size"), ("data", "num_workers"), ("optim", "epochs")):
+            dump[sec][key] = getattr(getattr(base, sec), key)
+        assert _hash(dump) == base.fingerprint()
+        changed = preset_config("synthetic", {section: {name: other}})
+        assert changed.fingerprint_dict()[section][name] == other and changed.fingerprint() != base.fingerprint()
+
+
+def test_old_names_give_the_same_fingerprint() -> None:
+    old = {"loss": {"wnce": False, "weighted_nce": False, "part_nce": False, "wnce_literal": True}}
+    new = {"loss": {"nce": False, "nce_weighted": False, "nce_parts": False, "nce_literal": True}}
+    with pytest.warns(DeprecatedNameWarning):
+        assert preset_config("smoke", old).fingerprint() == preset_config("smoke", new).fingerprint()
 
 
 def test_yaml_then_flags(tmp_path) -> None:

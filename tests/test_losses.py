@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from scwm.losses import (
-    LossConfig,
+    LossTerms,
     diversity_loss,
     parsing_loss,
     part_classification_loss,
@@ -314,7 +314,7 @@ def _total_inputs():
 
 def test_total_loss_sums_enabled_terms_and_switches() -> None:
     kw, leaves = _total_inputs()
-    total, terms = total_loss(LossConfig(), **kw)
+    total, terms = total_loss(LossTerms(), **kw)
     assert set(terms) == {"nce", "separation", "parsing", "diversity", "id"}
     assert torch.allclose(total.detach(), sum(terms.values()))
     ap, labels, mem = kw["alpha_parts"], kw["labels"], kw["memory"]
@@ -332,16 +332,18 @@ def test_total_loss_sums_enabled_terms_and_switches() -> None:
 
     for off in ("separation", "parsing", "diversity", "part_classification"):
         kw2, _ = _total_inputs()
-        _, terms2 = total_loss(LossConfig(**{off: False}), **kw2)
+        _, terms2 = total_loss(LossTerms(**{off: False}), **kw2)
         assert {"part_classification": "id"}.get(off, off) not in terms2
     kw3, _ = _total_inputs()
-    _, plain = total_loss(LossConfig(nce_weighted=False), **kw3)
+    _, plain = total_loss(LossTerms(nce_weighted=False), **kw3)
     assert torch.allclose(plain["nce"], wnce_loss(gf, pf, labels, mem).detach())
-    _, glob = total_loss(LossConfig(nce_weighted=False, nce_parts=False), **kw3)
+    _, glob = total_loss(LossTerms(nce_weighted=False, nce_parts=False), **kw3)
     assert torch.allclose(glob["nce"], F.cross_entropy(gf @ mem.global_centroids.t() / TAU, labels).detach())
-    weighted, _ = total_loss(LossConfig(lambda_diversity=3.0), **kw3)
+    _, summed = total_loss(LossTerms(diversity_sum=True), **kw3)  # Eq. 5 as printed: sum over the pixels
+    assert torch.allclose(summed["diversity"], diversity_loss(leaves["part_probs"], normalize=False).detach())
+    weighted, _ = total_loss(LossTerms(lambda_diversity=3.0), **kw3)
     assert torch.allclose(weighted.detach(), sum(terms.values()) + 2 * terms["diversity"])
-    off_all = LossConfig(
+    off_all = LossTerms(
         nce=False, separation=False, parsing=False, diversity=False, part_classification=False
     )
     zero, none = total_loss(off_all, **kw3)
@@ -352,17 +354,17 @@ def test_total_loss_reports_missing_inputs() -> None:
     kw, _ = _total_inputs()
     kw.pop("alpha_parts")
     with pytest.raises(ValueError, match="alpha_parts"):
-        total_loss(LossConfig(), **kw)
+        total_loss(LossTerms(), **kw)
     kw["alpha_parts"] = None
     kw.pop("part_probs")
     with pytest.raises(ValueError, match="part_probs"):
-        total_loss(LossConfig(nce_weighted=False), **kw)
+        total_loss(LossTerms(nce_weighted=False), **kw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 def test_losses_on_cuda_match_cpu_without_host_sync() -> None:
     kw, _ = _total_inputs()
-    cpu_total, _ = total_loss(LossConfig(), **kw)
+    cpu_total, _ = total_loss(LossTerms(), **kw)
     kw_gpu = {
         k: (v.detach().cuda().requires_grad_(v.requires_grad) if torch.is_tensor(v) else v)
         for k, v in kw.items()
@@ -370,7 +372,7 @@ def test_losses_on_cuda_match_cpu_without_host_sync() -> None:
     kw_gpu["memory"] = kw["memory"].to("cuda")
     torch.cuda.set_sync_debug_mode("error")
     try:
-        gpu_total, _ = total_loss(LossConfig(), **kw_gpu)
+        gpu_total, _ = total_loss(LossTerms(), **kw_gpu)
         gpu_total.backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")

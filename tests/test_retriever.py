@@ -1,12 +1,10 @@
-"""The Retriever API on a tiny synthetic set: served retrieval quality equals the trainer-side evaluation,
-parsing maps, and thread safety."""
+"""The Retriever API on a small Market-named gallery: search hits, query = search + parse from one forward pass,
+parsing maps, gallery metadata, thread safety and load errors. The served-vs-trainer mAP parity on the synthetic
+world is in tests/e2e/test_retriever_parity.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -20,32 +18,27 @@ from scwm.data.transforms import preprocess
 from scwm.models import ModelSpec, load_model, save_checkpoint
 from serving import export as ex
 from serving import index as ix
-from serving.app_support import untrained_model
 from serving.retriever import Hit, Retriever, upsample_labels
-
-ROOT = Path(__file__).resolve().parents[1]
-HAVE_SYNTHETIC = importlib.util.find_spec("scwm.data.synthetic") is not None
-HAVE_EVALUATION = importlib.util.find_spec("scwm.evaluation") is not None
-pytestmark = pytest.mark.skipif(not (HAVE_SYNTHETIC and HAVE_EVALUATION),
-                                reason="needs the synthetic generator (scwm.data.synthetic) and scwm.evaluation")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def small(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A seeded tiny model and a gallery of 12 Market-named generated pictures (4 identities x 3 cameras)."""
     d = tmp_path_factory.mktemp("retriever")
-    data = d / "syn"
-    res = subprocess.run([sys.executable, "-m", "scwm.data.synthetic", "--preset", "tiny", "--out", str(data),
-                          "--seed", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    if res.returncode != 0:
-        pytest.skip(f"synthetic generator failed: {res.stderr[-500:]}")
     spec = ModelSpec(backbone="resnet18", num_parts=4, height=64, width=32)
-    train = sorted((data / "bounding_box_train").glob("*.jpg"))[:32]
-    save_checkpoint(d / "ckpt.pt", untrained_model(spec, train), spec)
+    torch.manual_seed(0)
+    save_checkpoint(d / "ckpt.pt", spec.build().eval(), spec)
     model = ex.export_checkpoint(d / "ckpt.pt", d / "model.onnx")[0].path
-    ix.build_index(model, [data], d / "index", progress=False)  # Market root -> bounding_box_test
-    return {"dir": d, "data": data, "ckpt": d / "ckpt.pt", "index": d / "index",
-            "queries": sorted((data / "query").glob("*.jpg")),
-            "gallery": sorted((data / "bounding_box_test").glob("*.jpg")),
+    gallery_dir, query_dir = d / "bounding_box_test", d / "query"
+    gallery_dir.mkdir()
+    query_dir.mkdir()
+    for i, pic in enumerate(ex.generated_pictures(12, seed=5)):
+        pic.save(gallery_dir / f"{i // 3 + 1:04d}_c{i % 3 + 1}s1_{i:06d}_00.jpg")
+    for i, pic in enumerate(ex.generated_pictures(4, seed=9)):
+        pic.save(query_dir / f"{i + 1:04d}_c{i % 3 + 1}s2_{i:06d}_00.jpg")
+    ix.build_index(model, [d], d / "index", progress=False)  # Market root -> bounding_box_test
+    return {"dir": d, "ckpt": d / "ckpt.pt", "model": model, "index": d / "index",
+            "queries": sorted(query_dir.glob("*.jpg")), "gallery": sorted(gallery_dir.glob("*.jpg")),
             "retriever": Retriever.load(d / "index")}
 
 
@@ -60,48 +53,9 @@ def test_public_import() -> None:
     assert R is Retriever
 
 
-def test_served_map_equals_trainer_evaluation(world: dict) -> None:
-    from scwm.evaluation import evaluate_rank
-
-    r: Retriever = world["retriever"]
-    queries, gallery = world["queries"], world["gallery"]
-    assert len(r) == len(gallery) and len(queries) > 0
-    # served side: rank the whole gallery through the index, distances = -score at the item ids
-    results = r.search_batch([str(q) for q in queries], k=len(r))
-    dist_served = np.full((len(queries), len(r)), np.inf)
-    for i, hits in enumerate(results):
-        assert [h.rank for h in hits] == list(range(1, len(r) + 1))
-        for h in hits:
-            dist_served[i, h.item_id] = -h.score
-    items = r.index.items
-    qp = [ix.parse_market_name(q) for q in queries]
-    served = evaluate_rank(dist_served, np.array([p for p, _ in qp]), np.array([it["pid"] for it in items]),
-                           np.array([c for _, c in qp]), np.array([it["camera"] for it in items]), max_rank=10)
-    # trainer side: torch embeddings of the same checkpoint, the trainer's reader and evaluate_rank
-    from scwm.data import read_synthetic
-
-    ds = read_synthetic(world["data"])
-    model, spec = load_model(world["ckpt"])
-
-    def feats(records: list) -> torch.Tensor:
-        x = torch.from_numpy(np.stack([preprocess(load_image(rec.path), spec.height, spec.width, spec.mean,
-                                                  spec.std) for rec in records]))
-        with torch.no_grad():
-            return model(x).global_feat
-
-    qf, gf = feats(ds.query), feats(ds.gallery)
-    trainer = evaluate_rank((-(qf @ gf.T)).numpy(), np.array([x.pid for x in ds.query]),
-                            np.array([x.pid for x in ds.gallery]), np.array([x.camid for x in ds.query]),
-                            np.array([x.camid for x in ds.gallery]), max_rank=10)
-    assert trainer.num_valid_queries == served.num_valid_queries > 0
-    assert 0.05 < trainer.mAP < 1.0  # a non-trivial ranking
-    assert abs(served.mAP - trainer.mAP) <= 1e-6, (served.mAP, trainer.mAP)
-    np.testing.assert_allclose(served.cmc, trainer.cmc, atol=1e-6)
-
-
-def test_search_hits_and_embed(world: dict) -> None:
-    r: Retriever = world["retriever"]
-    q = world["queries"][0]
+def test_search_hits_and_embed(small: dict) -> None:
+    r: Retriever = small["retriever"]
+    q = small["queries"][0]
     hits = r.search(q, k=5)
     assert len(hits) == 5 and all(isinstance(h, Hit) for h in hits)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
@@ -118,14 +72,54 @@ def test_search_hits_and_embed(world: dict) -> None:
         r.search(q, k=0)
 
 
-def test_parse_label_map(world: dict) -> None:
-    r: Retriever = world["retriever"]
-    img = load_image(world["queries"][0])
+def test_query_is_search_plus_parse_in_one_pass(small: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    r: Retriever = small["retriever"]
+    for q in small["queries"]:
+        hits, labels = r.query(q, k=5)
+        expected = r.search(q, k=5)
+        assert [(h.rank, h.item_id, h.path, h.pid, h.camera) for h in hits] == \
+            [(h.rank, h.item_id, h.path, h.pid, h.camera) for h in expected]
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-6)
+        np.testing.assert_array_equal(labels, r.parse(q))
+    # other input types give the same answer; one image per call
+    q = small["queries"][0]
+    hits, labels = r.query(q.read_bytes(), k=3)
+    assert [h.item_id for h in hits] == [h.item_id for h in r.search(q, k=3)]
+    np.testing.assert_array_equal(labels, r.parse(q))
+    with pytest.raises(TypeError, match="one image"):
+        r.query([q])  # type: ignore[arg-type]
+    calls: list[int] = []
+    run = r.engine.run
+    monkeypatch.setattr(r.engine, "run", lambda batch: calls.append(len(batch)) or run(batch))
+    r.query(q, k=3)
+    assert calls == [1]  # embedding and part labels from one forward pass
+
+
+def test_parse_batch_gallery_items_and_info(small: dict) -> None:
+    r: Retriever = small["retriever"]
+    images = [load_image(p) for p in small["gallery"][:3]] + [small["queries"][0].read_bytes()]
+    batch = r.parse_batch(images)
+    assert len(batch) == 4 and r.parse_batch([]) == []
+    for im, labels in zip(images, batch, strict=True):
+        np.testing.assert_array_equal(labels, r.parse(im))
+    items = r.gallery_items
+    assert len(items) == len(r) == 12 and [it["item_id"] for it in items] == list(range(12))
+    assert {(it["pid"], it["camera"]) for it in items} == {(p, c) for p in range(1, 5) for c in range(1, 4)}
+    info = r.info()
+    assert info["model"]["path"] == str(small["model"]) and info["model"]["spec"]["backbone"] == "resnet18"
+    assert info["model"]["embedding_size"] == 512 and info["model"]["providers"]
+    assert info["index"]["count"] == 12 and info["index"]["directory"] == str(small["index"])
+    assert info["index"]["factory"] == "Flat" and info["index"]["on_gpu"] is False
+
+
+def test_parse_label_map(small: dict) -> None:
+    r: Retriever = small["retriever"]
+    img = load_image(small["queries"][0])
     labels = r.parse(img)
     assert labels.shape == (img.height, img.width) and labels.dtype == np.int64
     assert labels.min() >= 0 and labels.max() < len(r.part_names) == 4 and r.part_names[-1] == "background"
     # independent computation: torch model -> argmax -> nearest-exact upsampling
-    model, spec = load_model(world["ckpt"])
+    model, spec = load_model(small["ckpt"])
     x = torch.from_numpy(preprocess(img, spec.height, spec.width, spec.mean, spec.std))[None]
     with torch.no_grad():
         arg = model(x).part_probs.argmax(1, keepdim=True).double()
@@ -135,9 +129,9 @@ def test_parse_label_map(world: dict) -> None:
                                   np.repeat(np.repeat(np.arange(6).reshape(2, 3), 2, 0), 2, 1))
 
 
-def test_concurrent_searches_match_serial(world: dict) -> None:
-    r: Retriever = world["retriever"]
-    queries = [str(q) for q in world["queries"]]
+def test_concurrent_searches_match_serial(small: dict) -> None:
+    r: Retriever = small["retriever"]
+    queries = [str(q) for q in small["queries"]]
     serial = [[(h.item_id, h.score) for h in r.search(q, k=10)] for q in queries]
     results: dict[tuple[int, int, int], list] = {}
     errors: list[BaseException] = []
@@ -165,13 +159,13 @@ def test_concurrent_searches_match_serial(world: dict) -> None:
         np.testing.assert_allclose([s for _, s in got], [s for _, s in serial[qi]], atol=1e-6)
 
 
-def test_load_errors(world: dict, tmp_path: Path) -> None:
+def test_load_errors(small: dict, tmp_path: Path) -> None:
     with pytest.raises(ix.GalleryIndexError, match="not found"):
         Retriever.load(tmp_path / "none")
     moved = tmp_path / "index"
-    shutil.copytree(world["index"], moved)
+    shutil.copytree(small["index"], moved)
     manifest = moved / ix.MANIFEST
-    manifest.write_text(manifest.read_text().replace(str(world["dir"] / "model.onnx"), "/nowhere/model.onnx"))
+    manifest.write_text(manifest.read_text().replace(str(small["model"].resolve()), "/nowhere/model.onnx"))
     with pytest.raises(ValueError, match="does not exist; pass model_path"):
         Retriever.load(moved)
-    assert len(Retriever.load(moved, model_path=world["dir"] / "model.onnx")) == len(world["gallery"])
+    assert len(Retriever.load(moved, model_path=small["model"])) == len(small["gallery"])

@@ -70,6 +70,9 @@ def test_parse_market_name() -> None:
     assert ix.parse_market_name("0000_c6s4_1_01.png") == (0, 6)
     assert ix.parse_market_name("holiday photo.png") == (None, None)
     assert ix.parse_market_name("1-2_c3.jpg") == (None, None)
+    # the trainer's Market reader decides: names it rejects (camera 0, pid below -1) carry no ground truth
+    assert ix.parse_market_name("0001_c0s1_000001_00.jpg") == (None, None)
+    assert ix.parse_market_name("-2_c1s1_000001_00.jpg") == (None, None)
 
 
 def test_build_reload_and_search(setup: dict, built: Path) -> None:

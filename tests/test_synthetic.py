@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import subprocess
@@ -34,7 +35,19 @@ from scwm.data.synthetic import (
     sample_shot,
 )
 from scwm.data.synthetic.__main__ import main as cli_main
-from scwm.data.synthetic.identity import Accessory, Headwear, Lower, Upper
+from scwm.data.synthetic.identity import (
+    ACCESSORY_KINDS,
+    HAIR_STYLES,
+    HEADWEAR_KINDS,
+    LOGO_SHAPES,
+    LOWER_KINDS,
+    PATTERNS,
+    SLEEVES,
+    Accessory,
+    Headwear,
+    Lower,
+    Upper,
+)
 
 MARKET_RE = re.compile(r"([-\d]+)_c(\d+)")
 FULL_RE = re.compile(r"^(\d{4})_c(\d+)s1_(\d{6})_00\.jpg$")
@@ -150,6 +163,42 @@ def test_logo_only_from_front():
         img, mask = _render(idn, *_clean_shot(view))
         white.append(int(np.sum((img.min(axis=2) > 200) & (mask == UPPER))))
     assert white[0] > 10 and white[1] == 0
+
+
+#: sha256 of the pinned renders of test_person_rendering_is_pinned (generator 1.0.0)
+PINNED_RENDER_SHA256 = "dfbd2962dbfd5f6d62ef553a381eeaca91fad1a724c3130f7f1e365501a6ef59"
+
+
+def _pinned_people() -> list[Identity]:
+    """Twelve people that together show every hair style, headwear, pattern, logo, sleeve, lower garment and bag."""
+    people = []
+    for i in range(12):
+        idn = _person(20 + i)
+        people.append(dataclasses.replace(
+            idn, hair=dataclasses.replace(idn.hair, style=HAIR_STYLES[i % 4]),
+            headwear=dataclasses.replace(idn.headwear, kind=HEADWEAR_KINDS[(i + i // 4) % 4]),
+            upper=dataclasses.replace(idn.upper, pattern=PATTERNS[i % 4], sleeve=SLEEVES[i // 2 % 2],
+                                      logo_shape=LOGO_SHAPES[i // 4]),
+            lower=dataclasses.replace(idn.lower, kind=LOWER_KINDS[i % 3]),
+            accessory=dataclasses.replace(idn.accessory, kind=ACCESSORY_KINDS[(i + 1) % 4],
+                                          side=("left", "right")[i // 4 % 2])))
+    return people
+
+
+def test_person_rendering_is_pinned():
+    """The pictures of fixed people, views and walking phases are pinned: a refactor must not change them.
+
+    Update the digest only for an intended change of the rendered world (and bump GENERATOR_VERSION).
+    """
+    digest = hashlib.sha256()
+    for idn in _pinned_people():
+        for view in ("front", "back", "side_left", "side_right"):
+            for phase in (0.3, 2.2):
+                shot, cam = _clean_shot(view, phase=phase)
+                img, mask, _ = render_with_info(idn, cam, shot, (128, 64), np.random.default_rng(0), effects=False,
+                                                background=BG)
+                digest.update(img.tobytes() + mask.tobytes())
+    assert digest.hexdigest() == PINNED_RENDER_SHA256
 
 
 def test_incomplete_crops_cut_parts_and_move_them():

@@ -7,11 +7,11 @@ import math
 
 import torch
 
-from training.common import MetricsLog, plot_metrics
 from training.config import preset_config
-from training.pretrain import batch_hard_triplet_loss, model_spec
+from training.logs import MetricsLog, plot_metrics
+from training.model_init import model_spec
+from training.pretrain import batch_hard_triplet_loss
 from training.run import lr_at
-from training.stages import term_switches
 
 
 def test_batch_hard_triplet_matches_loop() -> None:
@@ -52,18 +52,23 @@ def test_metrics_log_truncate_and_plot(tmp_path) -> None:
     assert json.loads(log.path.read_text().splitlines()[0])["mAP"] == 0.0
 
 
-def test_term_switches_follow_part_source() -> None:
+def _terms(cfg):
+    return cfg.loss.terms(parts_learned=cfg.uses_parsing)
+
+
+def test_loss_terms_follow_part_source() -> None:
     cfg = preset_config("synthetic", {"cluster": {"part_source": "stripes"}})
-    sw = term_switches(cfg)
+    sw = _terms(cfg)
     assert not sw.parsing and not sw.diversity and sw.nce and sw.part_classification
     assert model_spec(cfg).part_mode == "stripes"
-    cfg = preset_config("synthetic", {"loss": {"diversity": False, "wnce_literal": True, "weighted_nce": False}})
-    sw = term_switches(cfg)
+    cfg = preset_config("synthetic", {"loss": {"diversity": False, "nce_literal": True, "nce_weighted": False}})
+    sw = _terms(cfg)
     assert sw.parsing and not sw.diversity and sw.nce_literal and not sw.nce_weighted
+    assert sw.tau == cfg.loss.temperature and sw.beta == cfg.loss.beta
     assert model_spec(cfg).part_mode == "learned"
-    assert term_switches(preset_config("synthetic")).diversity_normalize  # default: pixel mean
-    literal = term_switches(preset_config("synthetic", {"loss": {"diversity_sum": True}}))
-    assert literal.diversity and not literal.diversity_normalize  # Eq. 5 as printed: sum over pixels
+    assert not _terms(preset_config("synthetic")).diversity_sum  # default: pixel mean
+    literal = _terms(preset_config("synthetic", {"loss": {"diversity_sum": True}}))
+    assert literal.diversity and literal.diversity_sum  # Eq. 5 as printed: sum over pixels
 
 
 def test_parse_batch_oracle_source_pools_ground_truth() -> None:
@@ -77,7 +82,7 @@ def test_parse_batch_oracle_source_pools_ground_truth() -> None:
     gt = torch.randint(0, 6, (3, 128, 64), generator=gen)
     cfg = preset_config("synthetic", {"cluster": {"part_source": "gt"}})
     assert torch.equal(parse_batch(fmap, cfg, gt), oracle_part_labels(gt, 4, (8, 4)))
-    assert model_spec(cfg).part_mode == "learned" and term_switches(cfg).parsing
+    assert model_spec(cfg).part_mode == "learned" and _terms(cfg).parsing
     with pytest.raises(ValueError, match="ground-truth part masks"):
         parse_batch(fmap, cfg, None)
     scc = preset_config("synthetic")  # the mask is ignored by SCC
@@ -93,7 +98,7 @@ def test_initial_weights_for_another_number_of_parts(tmp_path) -> None:
 
     from scwm.models import ModelSpec, SCWMNet, save_checkpoint
     from scwm.models.backbone import WeightLoadError
-    from training.run import load_initial_weights
+    from training.model_init import load_initial_weights
 
     torch.manual_seed(0)
     spec = ModelSpec(backbone="resnet18", num_parts=4, height=64, width=32)
@@ -119,7 +124,7 @@ def test_ensure_synthetic_warns_about_a_stale_world(tmp_path, caplog) -> None:
     import logging
 
     from scwm.data.synthetic.__main__ import main as synthetic_cli
-    from training.common import ensure_synthetic
+    from training.datasets import ensure_synthetic
 
     current, knob = tmp_path / "tiny-current", tmp_path / "tiny-knob"
     assert synthetic_cli(["--preset", "tiny", "--out", str(current), "--quiet"]) == 0
@@ -133,37 +138,54 @@ def test_ensure_synthetic_warns_about_a_stale_world(tmp_path, caplog) -> None:
 
 
 def test_cpu_bf16_probe_uses_torch_then_cpuinfo(monkeypatch, tmp_path) -> None:
-    import training.common as common
+    import training.runtime as runtime
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert common.cpu_has_native_bf16()
+    assert runtime.cpu_has_native_bf16()
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert not common.cpu_has_native_bf16()
+    assert not runtime.cpu_has_native_bf16()
     # without torch's probes, the /proc/cpuinfo flags decide
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
-    real_read = common.Path.read_text
+    real_read = runtime.Path.read_text
     for flags, expected in (("fpu avx2 fma", False), ("fpu avx512f avx512_bf16", True)):
-        monkeypatch.setattr(common.Path, "read_text", lambda self, *a, _f=flags, **k:
+        monkeypatch.setattr(runtime.Path, "read_text", lambda self, *a, _f=flags, **k:
                             f"flags\t: {_f}\n" if str(self) == "/proc/cpuinfo" else real_read(self, *a, **k))
-        assert common.cpu_has_native_bf16() is expected
+        assert runtime.cpu_has_native_bf16() is expected
 
 
 def test_check_precision_warns_only_when_precision_cannot_work(monkeypatch, caplog) -> None:
     import logging
 
-    import training.common as common
+    import training.runtime as runtime
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level(logging.WARNING, logger="scwm"):
-        common.check_precision(cpu, "fp32")
+        runtime.check_precision(cpu, "fp32")
         assert not caplog.records
-        common.check_precision(cpu, "bf16")
+        runtime.check_precision(cpu, "bf16")
         assert "emulated" in caplog.records[-1].getMessage()
-        common.check_precision(cpu, "amp")
+        runtime.check_precision(cpu, "amp")
         assert "needs CUDA" in caplog.records[-1].getMessage()
         n = len(caplog.records)
-        monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
-        common.check_precision(cpu, "bf16")
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+        runtime.check_precision(cpu, "bf16")
         assert len(caplog.records) == n
+
+
+def test_checkpoint_fingerprint_accepts_the_old_config_dict() -> None:
+    """Checkpoints written before fingerprints stored the config dict (old loss names, no resume-free fields):
+    they still resume under the same config, and not under another."""
+    from training.run import _stored_fingerprint
+
+    cfg = preset_config("smoke", {"loss": {"nce_weighted": False}})
+    old = cfg.model_dump()
+    old["loss"]["weighted_nce"] = old["loss"].pop("nce_weighted")
+    old["loss"]["wnce"] = old["loss"].pop("nce")
+    for section, name in (("run", "resume"), ("run", "progress"), ("run", "eval_every"), ("optim", "epochs")):
+        del old[section][name]
+    assert _stored_fingerprint({"config": old}) == cfg.fingerprint(for_resume=True)
+    assert _stored_fingerprint({"config": old}) != preset_config("smoke").fingerprint(for_resume=True)
+    assert _stored_fingerprint({"fingerprint": cfg.fingerprint(for_resume=True)}) == cfg.fingerprint(for_resume=True)
+    assert _stored_fingerprint({"config": {"loss": {"gone": 1}}}) is None

@@ -4,24 +4,75 @@ Every field of :class:`TrainConfig` is reachable from the command line as ``--se
 (e.g. ``--cluster.eps 0.6``, ``--loss.memory_update hardest``); booleans take ``true``/``false``.
 Presets hold the paper's hyper-parameters (Sec. 4.2) for ``market1501`` / ``msmt17`` and CPU-sized
 settings for the built-in synthetic world.
+
+Field metadata (``json_schema_extra``) defines "the same run", :meth:`TrainConfig.fingerprint`, which the
+trainer's resume check and the experiment harness share: ``fingerprint_free`` fields do not change what a run
+computes (output location, progress bars); ``resume_free`` fields may change when a run is resumed (epochs,
+evaluation cadence, device, loader workers), so the resume check (``for_resume=True``) leaves them out as well,
+while the harness keeps them (a run of 4 epochs is not a run of 8); a field added after results were
+recorded carries ``legacy_value``, the value that reproduces the earlier behaviour, and is left out while it
+holds that value, so recorded runs keep their fingerprint. Renamed fields (:data:`LEGACY_NAMES`) are still
+accepted under their old names, with a :class:`DeprecatedNameWarning`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import hashlib
+import json
 import typing
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from scwm.losses import LossTerms
 
 PartSource = Literal["scc", "cascaded", "foreground", "space", "stripes", "none", "gt"]
 """Where pseudo part masks come from (paper Table 1-2): ``scc`` = both corrections (SCWM),
 ``cascaded`` = original ISP cascaded clustering, ``foreground`` / ``space`` = one correction only,
 ``stripes`` = fixed horizontal stripes (the PPLR baseline, no parsing), ``none`` = global only,
 ``gt`` = oracle masks pooled from the synthetic ground truth (an upper bound, not the method)."""
+
+
+LEGACY_NAMES: dict[str, dict[str, str]] = {
+    "loss": {"wnce": "nce", "weighted_nce": "nce_weighted", "part_nce": "nce_parts", "wnce_literal": "nce_literal"},
+}
+"""Renamed fields per section, old name -> new name; the old names are still accepted (YAML files,
+:func:`preset_config` overrides, recorded configs, ``--section.old`` flags) with a warning."""
+
+
+class DeprecatedNameWarning(FutureWarning):
+    """A config field was given under its old name (:data:`LEGACY_NAMES`)."""
+
+
+def _renamed(section: str, data: dict[str, Any]) -> dict[str, Any]:
+    """One section's dict with old field names replaced by the new ones, warning about each."""
+    legacy = LEGACY_NAMES.get(section, {})
+    if not any(key in legacy for key in data):
+        return data
+    out = {key: value for key, value in data.items() if key not in legacy}
+    for old, value in data.items():
+        if old not in legacy:
+            continue
+        new = legacy[old]
+        warnings.warn(f"config field {section}.{old} is deprecated; use {section}.{new}", DeprecatedNameWarning,
+                      stacklevel=2)
+        if new in out and out[new] != value:
+            raise ValueError(f"{section}.{old} (the old name of {section}.{new}) and {section}.{new} are both "
+                             "given, with different values")
+        out[new] = value
+    return out
+
+
+def upgrade_legacy_names(data: dict[str, Any]) -> dict[str, Any]:
+    """A :class:`TrainConfig`-shaped dict with old field names (:data:`LEGACY_NAMES`) replaced by the new ones."""
+    return {key: _renamed(key, value) if isinstance(value, dict) else value for key, value in data.items()}
 
 
 class _Section(BaseModel):
@@ -38,7 +89,7 @@ class DataConfig(_Section):
     """``folder`` datasets: regex with one integer group that extracts the camera from a file path."""
     height: int = 128
     width: int = 64
-    num_workers: int = 2
+    num_workers: int = Field(2, json_schema_extra={"resume_free": True})
     """DataLoader worker processes (0 = load in the main process)."""
 
 
@@ -51,7 +102,8 @@ class ModelConfig(_Section):
     pretraining, run and cached automatically if missing)."""
     bn_chunks: int = Field(1, ge=1)
     """Compute BatchNorm statistics over this many identity-aligned chunks of the batch, to reproduce
-    multi-GPU statistics on one device (the single-GPU collapse in ANCHORS.md)."""
+    multi-GPU statistics on one device (the single-GPU collapse reported by Cluster Contrast / PPLR users:
+    58-59 mAP on one GPU against 81-82 on four, GitHub alibaba/cluster-contrast-reid issue #16)."""
 
 
 class PretrainConfig(_Section):
@@ -81,7 +133,7 @@ class ClusterConfig(_Section):
     part_source: PartSource = "scc"
     eta: float = Field(3.0, gt=0)
     """Spatial threshold of the space correction (Eq. 2), in feature-map cells."""
-    far_pairs: Literal["constant", "feature"] = "constant"
+    far_pairs: Literal["constant", "feature"] = Field("constant", json_schema_extra={"legacy_value": "constant"})
     """How merges across pairs farther apart than eta (Eq. 2's infinity) are ordered once no finite merge
     is left: "constant" = all tie (lowest index first; at eta <= 1 the parts ignore the features),
     "feature" = by feature distance, so a too-small eta degrades to plain agglomerative clustering."""
@@ -93,17 +145,22 @@ class ClusterConfig(_Section):
 
 
 class LossConfig(_Section):
-    wnce: bool = True
-    """Weighted ClusterNCE (Eq. 10); with ``weighted_nce=False`` it is the plain ClusterNCE."""
-    weighted_nce: bool = True
-    wnce_literal: bool = False
+    """The terms of Eq. 16 and their settings. The switches shared with :class:`scwm.losses.LossTerms` have
+    its names and defaults; :meth:`terms` builds it."""
+
+    nce: bool = True
+    """The memory contrastive loss: weighted ClusterNCE (Eq. 10), or the plain ClusterNCE with
+    ``nce_weighted=False``."""
+    nce_weighted: bool = True
+    """Weight the contrastive terms by the difficulty of Eq. 7-8 (wNCE); False = Cluster Contrast's ClusterNCE."""
+    nce_literal: bool = False
     """Eq. 10 as printed (weight inside the log: no effect on gradients) instead of the intended form."""
-    part_nce: bool = True
+    nce_parts: bool = True
     """Apply the memory loss to part features too (SCWM); False = global memory only."""
     separation: bool = True
     parsing: bool = True
     diversity: bool = True
-    diversity_sum: bool = False
+    diversity_sum: bool = Field(False, json_schema_extra={"legacy_value": False})
     """Eq. 5 as printed: sum the pair products over the pixels (its weight then grows with the feature-map
     size, x32 at 8x4, x192 at 24x8) instead of the default pixel mean."""
     part_classification: bool = True
@@ -114,9 +171,26 @@ class LossConfig(_Section):
     aals_start_epoch: int = Field(5, ge=0)
     """Part classification uses plain label smoothing (0.1) before this epoch, then Eq. 13 (PPLR)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_legacy_names(cls, data: Any) -> Any:
+        return _renamed("loss", data) if isinstance(data, dict) else data
+
+    def terms(self, parts_learned: bool = True) -> LossTerms:
+        """The :class:`scwm.losses.LossTerms` of this config: every switch of the same name, ``tau`` from
+        ``temperature``; parsing and diversity only when parts are learned (not with stripes or none)."""
+        from scwm.losses import LossTerms
+
+        shared = {f.name for f in dataclasses.fields(LossTerms)} & set(type(self).model_fields)
+        values = {name: getattr(self, name) for name in shared}
+        values["parsing"] = self.parsing and parts_learned
+        values["diversity"] = self.diversity and parts_learned
+        return LossTerms(**values, tau=self.temperature)
+
 
 class OptimConfig(_Section):
-    epochs: int = Field(8, ge=1)
+    epochs: int = Field(8, ge=1, json_schema_extra={"resume_free": True})
+    """Epochs of the run; may be raised to extend a finished run (it resumes from its checkpoint)."""
     iters: int = Field(80, ge=1)
     """Iterations per epoch (paper: 400)."""
     batch_size: int = Field(32, ge=2)
@@ -128,18 +202,18 @@ class OptimConfig(_Section):
 
 
 class RunConfig(_Section):
-    output: str = "runs/{preset}"
+    output: str = Field("runs/{preset}", json_schema_extra={"fingerprint_free": True})
     seed: int = 0
-    device: str = "auto"
+    device: str = Field("auto", json_schema_extra={"resume_free": True})
     precision: Literal["fp32", "bf16", "amp"] = "fp32"
     """bf16 autocast on CPU, AMP (fp16 autocast + grad scaler) on CUDA."""
-    eval_every: int = Field(0, ge=0)
+    eval_every: int = Field(0, ge=0, json_schema_extra={"resume_free": True})
     """Evaluate every N epochs (0 = only after the last epoch). For reporting only."""
-    eval_batch_size: int = Field(128, ge=1)
-    resume: bool = True
-    """Resume from ``output``/checkpoint.pt when it exists and matches this config."""
-    save_every: int = Field(1, ge=1)
-    progress: bool = True
+    eval_batch_size: int = Field(128, ge=1, json_schema_extra={"resume_free": True})
+    resume: bool = Field(True, json_schema_extra={"resume_free": True})
+    """Resume from ``output``/checkpoint.pt when it exists and has this config's fingerprint."""
+    save_every: int = Field(1, ge=1, json_schema_extra={"resume_free": True})
+    progress: bool = Field(True, json_schema_extra={"fingerprint_free": True})
 
 
 class TrainConfig(_Section):
@@ -171,6 +245,31 @@ class TrainConfig(_Section):
     @property
     def uses_parsing(self) -> bool:
         return self.cluster.part_source not in ("stripes", "none")
+
+    def fingerprint_dict(self, for_resume: bool = False) -> dict[str, Any]:
+        """The config (JSON types) without the fields that leave the run the same: ``fingerprint_free`` ones,
+        ``legacy_value`` ones at their legacy value and, ``for_resume``, ``resume_free`` ones (module docstring)."""
+        return _identity(type(self), self.model_dump(mode="json"), for_resume)
+
+    def fingerprint(self, for_resume: bool = False) -> str:
+        """SHA-256 (hex) of :meth:`fingerprint_dict` as canonical JSON: equal fingerprints, the same run
+        (``for_resume``: a checkpoint of this run may be continued under this config)."""
+        return hashlib.sha256(json.dumps(self.fingerprint_dict(for_resume), sort_keys=True).encode()).hexdigest()
+
+
+def _identity(model: type[BaseModel], data: dict[str, Any], for_resume: bool) -> dict[str, Any]:
+    """``data`` (a dump of ``model``) without the fields that a fingerprint ignores, recursively."""
+    out = {}
+    for name, value in data.items():
+        field = model.model_fields[name]
+        meta = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if meta.get("fingerprint_free") or (for_resume and meta.get("resume_free")):
+            continue
+        if "legacy_value" in meta and value == meta["legacy_value"]:
+            continue
+        ann = field.annotation
+        out[name] = _identity(ann, value, for_resume) if isinstance(ann, type) and issubclass(ann, BaseModel) else value
+    return out
 
 
 # --------------------------------------------------------------------------------------------- presets
@@ -224,10 +323,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_config(name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The named preset with optional nested ``overrides`` applied."""
+    """The named preset with optional nested ``overrides`` applied (old field names accepted, with a warning)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    data = _merge({"preset": name, **PRESETS[name]}, overrides or {})
+    data = _merge({"preset": name, **PRESETS[name]}, upgrade_legacy_names(overrides or {}))
     return TrainConfig.model_validate(data)
 
 
@@ -288,8 +387,18 @@ def _converter(ann: Any) -> Any:
     return lambda s: None if s.lower() in ("none", "null") else s
 
 
+class _LegacyFlag(argparse.Action):
+    """A renamed field's old flag: sets the new field, with a :class:`DeprecatedNameWarning`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        warnings.warn(f"{option_string} is deprecated; use --{self.dest}", DeprecatedNameWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParser:
-    """Argument parser with ``--preset``, ``--config`` and one ``--section.field`` flag per field."""
+    """Argument parser with ``--preset``, ``--config``, one ``--section.field`` flag per field, and the old
+    flags of renamed fields (hidden from ``--help``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="synthetic", choices=sorted(PRESETS),
                         help="named preset the other options override")
@@ -299,6 +408,11 @@ def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParse
         choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
         parser.add_argument(f"--{flag}", dest=flag, default=None, type=_converter(ann), choices=choices,
                             metavar=flag.split(".")[-1].upper(), help=_field_help(flag))
+    for section, names in LEGACY_NAMES.items():
+        fields = TrainConfig.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
+        for old, new in names.items():
+            parser.add_argument(f"--{section}.{old}", dest=f"{section}.{new}", default=None, action=_LegacyFlag,
+                                type=_converter(fields[new].annotation), help=argparse.SUPPRESS)
     return parser
 
 
@@ -307,7 +421,7 @@ def config_from_args(argv: list[str] | None = None,
     """Resolve preset < YAML file < command-line flags into a validated :class:`TrainConfig`."""
     parser = build_parser(prog)
     ns = parser.parse_args(argv)
-    overrides: dict[str, Any] = load_yaml(ns.config) if ns.config else {}
+    overrides = upgrade_legacy_names(load_yaml(ns.config)) if ns.config else {}
     overrides.pop("preset", None)
     for flag, _ in _field_flags(TrainConfig):
         value = getattr(ns, flag)

@@ -23,11 +23,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, collate_skip_none, relabel_pids
-from scwm.models import ModelSpec, SCWMNet, read_checkpoint, save_checkpoint
+from scwm.models import SCWMNet, read_checkpoint, save_checkpoint
 from scwm.utils import atomic_torch_save, seed_everything
 
-from .common import MetricsLog, autocast_context, check_precision, ensure_synthetic, init_distributed, setup_logging
 from .config import TrainConfig, config_from_args
+from .datasets import ensure_synthetic
+from .logs import MetricsLog, setup_logging
+from .model_init import model_spec, pretrained_path
+from .runtime import autocast_context, check_precision, init_distributed
 
 log = logging.getLogger("scwm")
 
@@ -41,22 +44,6 @@ def batch_hard_triplet_loss(feats: torch.Tensor, labels: torch.Tensor, margin: f
     valid = torch.isfinite(hardest_neg)
     loss = F.relu(hardest_pos - hardest_neg + margin)
     return (loss * valid).sum() / valid.sum().clamp(min=1)
-
-
-def pretrained_path(cfg: TrainConfig) -> Path:
-    """Where the source-pretrained checkpoint for this backbone and input size lives."""
-    return Path(cfg.pretrain.checkpoint.format(backbone=cfg.model.backbone, height=cfg.data.height,
-                                               width=cfg.data.width))
-
-
-def model_spec(cfg: TrainConfig, part_names: list[str] | None = None) -> ModelSpec:
-    """The :class:`ModelSpec` for this config (``part_mode`` follows ``cluster.part_source``)."""
-    mode = "stripes" if cfg.cluster.part_source in ("stripes", "none") else "learned"
-    names = None
-    if part_names is None or len(part_names) != cfg.model.num_parts:
-        names = [f"part{i + 1}" for i in range(cfg.model.num_parts - 1)] + ["background"]
-    return ModelSpec(backbone=cfg.model.backbone, num_parts=cfg.model.num_parts, height=cfg.data.height,
-                     width=cfg.data.width, part_names=names or list(part_names or []), part_mode=mode)
 
 
 def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
+import warnings
 from typing import Any
 
 import numpy as np
@@ -25,91 +25,18 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from scwm.models import SCWMNet, convert_to_chunked_bn, save_checkpoint
-from scwm.models.backbone import WeightLoadError, extract_backbone_state, load_state_dict_report
-from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, load_torch_file, seed_everything
+from scwm.models import save_checkpoint
+from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, seed_everything
 
-from .common import (
-    MetricsLog,
-    broadcast_object,
-    check_precision,
-    evaluate,
-    init_distributed,
-    load_train_dataset,
-    plot_metrics,
-    setup_logging,
-)
-from .config import TrainConfig, config_from_args
-from .pretrain import model_spec, pretrained_path, run_pretraining
+from .config import DeprecatedNameWarning, TrainConfig, config_from_args
+from .datasets import load_train_dataset
+from .features import evaluate
+from .logs import MetricsLog, plot_metrics, setup_logging
+from .model_init import build_model, model_spec
+from .runtime import broadcast_object, check_precision, init_distributed
 from .stages import ClusterTargets, clustering_stage, train_epoch
 
 log = logging.getLogger("scwm")
-
-# Fields that may change between a run and its resumption without invalidating the checkpoint.
-_RESUME_FREE = {("run", "resume"), ("run", "progress"), ("run", "eval_every"), ("run", "save_every"),
-                ("run", "device"), ("run", "eval_batch_size"), ("data", "num_workers"), ("optim", "epochs")}
-
-
-def _config_fingerprint(cfg: TrainConfig) -> dict[str, Any]:
-    d = cfg.model_dump()
-    for section, name in _RESUME_FREE:
-        d[section].pop(name, None)
-    return d
-
-
-def initial_weights_file(cfg: TrainConfig) -> Path | None:
-    """The file ``model.weights`` loads (the source-pretraining cache for "pretrain", which may not exist
-    yet); None for random or ImageNet initialisation."""
-    weights = cfg.model.weights
-    if weights in (None, "", "none", "imagenet"):
-        return None
-    return pretrained_path(cfg) if weights == "pretrain" else Path(weights)
-
-
-def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
-    """The network with its initial weights (random, ImageNet, a checkpoint, or source pretraining)."""
-    spec = model_spec(cfg)
-    net = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts,
-                  weights="imagenet" if cfg.model.weights == "imagenet" else None, part_mode=spec.part_mode)
-    path = run_pretraining(cfg, device) if cfg.model.weights == "pretrain" else initial_weights_file(cfg)
-    if path is not None:
-        load_initial_weights(net, path)
-    if spec.part_mode == "stripes":
-        net.part_head.requires_grad_(False)
-    if cfg.model.bn_chunks > 1:
-        convert_to_chunked_bn(net, cfg.model.bn_chunks)
-    return net.to(device)
-
-
-PART_BRANCH_PREFIXES = ("part_head.", "part_bn.")
-"""Parameters whose shape depends on ``model.num_parts`` (the part head G and the part BN neck)."""
-
-
-def load_initial_weights(net: SCWMNet, path: Path) -> None:
-    """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``.
-
-    A checkpoint made for another number of parts (e.g. the source-pretrained one, which is built with
-    the default ``l`` and never trains its part branch) still initialises the backbone and global neck;
-    its part head and part BN are skipped when their shapes do not fit and keep their fresh init. Any
-    other shape mismatch is an error.
-    """
-    if not path.is_file():
-        raise WeightLoadError(f"initial weights not found: {path}")
-    obj = load_torch_file(path, WeightLoadError, "initial weights")
-    state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
-    full = {k.removeprefix("module."): v for k, v in state.items() if "classifier" not in k}
-    if any(k.startswith("backbone.") for k in full):
-        own = net.state_dict()
-        misfit = [k for k, v in full.items() if k.startswith(PART_BRANCH_PREFIXES) and k in own
-                  and own[k].shape != v.shape]
-        if misfit:
-            log.info("%s was built for another number of parts: part head / part BN not loaded (%s)", path,
-                     ", ".join(misfit))
-            full = {k: v for k, v in full.items() if k not in misfit}
-        load_state_dict_report(net, full, str(path))
-    else:
-        load_state_dict_report(net.backbone, extract_backbone_state(obj, str(path)), str(path))
-    log.info("initial weights from %s", path)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -154,7 +81,7 @@ class Trainer:
             return
         atomic_torch_save(self.ckpt_path, {
             "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
-            "masks": self.masks, "config": _config_fingerprint(self.cfg), "spec": self.spec.to_dict(),
+            "masks": self.masks, "fingerprint": self.cfg.fingerprint(for_resume=True), "spec": self.spec.to_dict(),
             "rng": torch.get_rng_state(),
         })
 
@@ -162,7 +89,7 @@ class Trainer:
         if not (self.cfg.run.resume and self.ckpt_path.is_file()):
             return
         state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("config") != _config_fingerprint(self.cfg):
+        if _stored_fingerprint(state) != self.cfg.fingerprint(for_resume=True):
             raise ValueError(f"{self.ckpt_path} was written by a different configuration; use another "
                              "run.output, delete it, or pass --run.resume false to start over")
         self.net.load_state_dict({k: v for k, v in state["model"].items() if "classifier" not in k},
@@ -257,6 +184,22 @@ class Trainer:
 
 
 _PATH_KEYS = ("model", "checkpoint", "metrics", "curves")
+
+
+def _stored_fingerprint(state: dict[str, Any]) -> str | None:
+    """The config fingerprint a checkpoint was written with. Older checkpoints kept the config dict itself
+    (without its resume-free fields); it is fingerprinted the same way (None if it no longer validates)."""
+    if "fingerprint" in state:
+        return state["fingerprint"]
+    old = state.get("config")
+    if not isinstance(old, dict):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecatedNameWarning)
+            return TrainConfig.model_validate(old).fingerprint(for_resume=True)
+    except ValueError:
+        return None
 
 
 def _fmt(rec: dict[str, Any]) -> str:

@@ -18,7 +18,6 @@ from tqdm import tqdm
 from scwm.clustering import cross_agreement, pseudo_labels
 from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, collate_skip_none
 from scwm.data.records import ImageRecord
-from scwm.losses import LossConfig as TermSwitches
 from scwm.losses import total_loss
 from scwm.memory import WeightedMemory
 from scwm.models import SCWMNet
@@ -34,8 +33,9 @@ from scwm.parsing import (
     within_position_auc,
 )
 
-from .common import DistEnv, all_gather_cat, autocast_context, eval_loader, extract
 from .config import TrainConfig
+from .features import eval_loader, extract
+from .runtime import DistEnv, all_gather_cat, autocast_context
 
 log = logging.getLogger("scwm")
 
@@ -170,18 +170,6 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     return ClusterTargets(labels, alpha_p.cpu(), alpha_g.cpu(), memory, soft, stats)
 
 
-def term_switches(cfg: TrainConfig) -> TermSwitches:
-    """Which loss terms are on, from the config (ablation switches of Tables 1-3)."""
-    lc = cfg.loss
-    parts_learned = cfg.uses_parsing
-    return TermSwitches(
-        nce=lc.wnce, nce_weighted=lc.weighted_nce, nce_parts=lc.part_nce, nce_literal=lc.wnce_literal,
-        separation=lc.separation, parsing=lc.parsing and parts_learned,
-        diversity=lc.diversity and parts_learned, diversity_normalize=not lc.diversity_sum,
-        part_classification=lc.part_classification, beta=lc.beta, tau=lc.temperature,
-    )
-
-
 def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord], targets: ClusterTargets,
                 cfg: TrainConfig, epoch: int, optimizers: list[torch.optim.Optimizer], device: torch.device,
                 env: DistEnv, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
@@ -190,7 +178,7 @@ def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord]
     ``model`` may be the DDP wrapper of ``net``. The memory is updated after every step with the
     (all-gathered) batch features, outside autograd (Eq. 9).
     """
-    switches = term_switches(cfg)
+    switches = cfg.loss.terms(parts_learned=cfg.uses_parsing)
     memory = targets.memory.to(device)
     alpha_p = targets.alpha_parts.to(device)
     alpha_g = targets.alpha_global.to(device)

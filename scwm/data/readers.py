@@ -74,7 +74,7 @@ def _layout_error(root: Path, required: tuple[str, ...], what: str) -> DatasetEr
     )
 
 
-def _parse_market_name(path: Path) -> tuple[int, int]:
+def parse_market_name(path: Path) -> tuple[int, int]:
     """``0002_c1s1_000451_03.jpg`` -> ``(pid 2, camid 0)``; raises DatasetError naming the file."""
     m = _MARKET_PATTERN.search(path.name)
     if m is None:
@@ -105,7 +105,7 @@ def _read_market_split(
 ) -> list[ImageRecord]:
     records = []
     for path in _list_images(folder):
-        pid, camid = _parse_market_name(path)
+        pid, camid = parse_market_name(path)
         if pid == -1 or (drop_pid0 and pid == 0):
             continue
         mask_path = None

@@ -3,10 +3,10 @@
 from scwm.losses.classification import part_classification_loss
 from scwm.losses.contrastive import cluster_nce_terms, part_separation_loss, wnce_loss
 from scwm.losses.parsing import diversity_loss, parsing_loss
-from scwm.losses.total import LossConfig, total_loss
+from scwm.losses.total import LossTerms, total_loss
 
 __all__ = [
-    "LossConfig",
+    "LossTerms",
     "cluster_nce_terms",
     "diversity_loss",
     "parsing_loss",

@@ -13,11 +13,13 @@ from scwm.memory.weighted import WeightedMemory, difficulty_weights
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossTerms:
     """Which terms of Eq. 16 are on, and their weights (all 1 in the paper).
 
     ``nce_weighted=False`` gives Cluster Contrast's plain ClusterNCE instead of wNCE (Eq. 10);
-    ``nce_parts=False`` keeps only the global contrastive term. ``tau=None`` uses the memory's.
+    ``nce_parts=False`` keeps only the global contrastive term; ``nce_literal`` is Eq. 10 as printed;
+    ``diversity_sum`` is Eq. 5 as printed (sum over pixels instead of the pixel mean). ``tau=None`` uses the
+    memory's. The trainer's ``training.config.LossConfig`` exposes the switches under the same names.
     """
 
     nce: bool = True
@@ -28,7 +30,7 @@ class LossConfig:
     parsing: bool = True
     diversity: bool = True
     part_classification: bool = True
-    diversity_normalize: bool = True
+    diversity_sum: bool = False
     diversity_include_background: bool = True
     beta: float = 0.35
     tau: float | None = None
@@ -46,7 +48,7 @@ def _need(value: Tensor | None, name: str, term: str) -> Tensor:
 
 
 def total_loss(
-    config: LossConfig,
+    config: LossTerms,
     *,
     global_feats: Tensor,
     part_feats: Tensor,
@@ -99,7 +101,7 @@ def total_loss(
         terms["diversity"] = diversity_loss(
             probs,
             include_background=config.diversity_include_background,
-            normalize=config.diversity_normalize,
+            normalize=not config.diversity_sum,
         )
         weights["diversity"] = config.lambda_diversity
     if config.part_classification:

@@ -1,8 +1,8 @@
 """BatchNorm over identity-aligned chunks of a batch: reproduce multi-GPU statistics on one device.
 
 Under DataParallel / DDP without SyncBN, every GPU normalises its own slice of the batch, e.g. 4 of
-the 16 pseudo identities of a 64-image batch. Users of PPLR / Cluster Contrast report 58-59 mAP on
-one GPU against 81-82 on four (ANCHORS.md): the per-GPU statistics matter. ``ChunkedBatchNorm``
+the 16 pseudo identities of a 64-image batch. Users of PPLR and Cluster Contrast report 58-59 mAP on
+one GPU against 81-82 on four and attribute the gap to these per-GPU BatchNorm statistics. ``ChunkedBatchNorm``
 splits the batch into ``num_chunks`` contiguous chunks (the identity sampler emits identities
 contiguously, so chunks are identity aligned) and normalises each with its own statistics. As in
 DataParallel, the running statistics are updated from the first chunk only.

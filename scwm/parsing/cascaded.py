@@ -250,6 +250,17 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not one of {allowed}")
 
 
+def _check_distance_options(eta: float, feature_metric: str, spatial_metric: str, eta_unit: str, far_pairs: str
+                            ) -> None:
+    """Validate the options of :func:`corrected_distance_matrix` (Eq. 2)."""
+    _check_choice("feature_metric", feature_metric, FEATURE_METRICS)
+    _check_choice("spatial_metric", spatial_metric, SPATIAL_METRICS)
+    _check_choice("eta_unit", eta_unit, ETA_UNITS)
+    _check_choice("far_pairs", far_pairs, FAR_PAIRS)
+    if not eta > 0:
+        raise ValueError(f"eta must be > 0 (use math.inf for no spatial constraint), got {eta}")
+
+
 def corrected_distance_matrix(
     feats: Tensor,
     rows: Tensor,
@@ -270,12 +281,7 @@ def corrected_distance_matrix(
     ``D_s >= eta`` get ``far_value`` (default :func:`default_far_value`), or ``far_value + D_f`` with
     ``far_pairs="feature"`` (computed in float64; see the module docstring). The diagonal is 0.
     """
-    _check_choice("feature_metric", feature_metric, FEATURE_METRICS)
-    _check_choice("spatial_metric", spatial_metric, SPATIAL_METRICS)
-    _check_choice("eta_unit", eta_unit, ETA_UNITS)
-    _check_choice("far_pairs", far_pairs, FAR_PAIRS)
-    if not eta > 0:
-        raise ValueError(f"eta must be > 0 (use math.inf for no spatial constraint), got {eta}")
+    _check_distance_options(eta, feature_metric, spatial_metric, eta_unit, far_pairs)
     n = feats.shape[1]
     if far_pairs == "feature" and not math.isinf(eta):
         feats = feats.double()
@@ -447,12 +453,7 @@ def spatial_cascaded_clustering(
         raise ValueError(f"feature_maps must be floating point, got dtype {feature_maps.dtype}")
     if space_correction:
         _check_choice("linkage", linkage, LINKAGES)
-        _check_choice("feature_metric", feature_metric, FEATURE_METRICS)
-        _check_choice("spatial_metric", spatial_metric, SPATIAL_METRICS)
-        _check_choice("eta_unit", eta_unit, ETA_UNITS)
-        _check_choice("far_pairs", far_pairs, FAR_PAIRS)
-        if not eta > 0:
-            raise ValueError(f"eta must be > 0 (use math.inf for no spatial constraint), got {eta}")
+        _check_distance_options(eta, feature_metric, spatial_metric, eta_unit, far_pairs)
     b, c, h, w = feature_maps.shape
     dev = feature_maps.device
     bg_label = num_parts - 1

@@ -1,4 +1,4 @@
-"""Rendering of one pedestrian crop: body, garments, accessories, background, occluders, camera effects.
+"""Rendering of one pedestrian crop: the person (:mod:`.body`), background, occluders, camera effects.
 
 Coordinates: the target person stands with the top of the head at ``y = 0`` and the soles at ``y = 1``
 (x = 0 is the body axis, y grows downwards); widths are divided by the identity's height factor, so tall
@@ -10,19 +10,16 @@ crops included), background scene and offset, clutter, background person and occ
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from .body import BG, PART_NAMES, VIEWS, draw_person
 from .config import CameraStyle, SceneStyle, SyntheticConfig
 from .identity import Identity, sample_identity
-from .shapes import Canvas, Capsule, Clip, Ellipse, Polygon, RRect
+from .shapes import Canvas, Ellipse, RRect, mix, rgb
 
-PART_NAMES = ["background", "head", "upper_body", "lower_body", "shoes", "accessory"]
-BG, HEAD, UPPER, LOWER, SHOES, ACC = range(6)
-VIEWS = ("front", "back", "side_left", "side_right")
 OCCLUDER_KINDS = ("pole", "bin", "car", "railing", "bush", "sign", "person")
 OCCLUDER_WEIGHTS = (0.24, 0.18, 0.14, 0.1, 0.12, 0.1, 0.12)
 #: Nominal detector box: 4 % margin around the person, aspect of the output crop.
@@ -95,385 +92,6 @@ class Track:
     bg_period: float = 1.0
 
 
-def _rgb(c) -> tuple[float, float, float]:
-    return (float(c[0]), float(c[1]), float(c[2]))
-
-
-def _mix(a, b, t: float) -> tuple[float, float, float]:
-    return tuple(float(x) * (1 - t) + float(y) * t for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the person
-
-
-def _side_dir(view: str) -> int:
-    return {"side_left": -1, "side_right": 1}.get(view, 0)
-
-
-def draw_person(cv: Canvas, idn: Identity, view: str, phase: float, labels: bool = True) -> None:
-    """Paint ``idn`` seen from ``view`` at walking ``phase``; with ``labels=False`` every label is background."""
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
-
-    def lab(v: int) -> int:
-        return v if labels else BG
-
-    b = idn.body
-    ws = 1.0 / b.height
-    skin, hair_c = _rgb(idn.skin), _rgb(idn.hair.color)
-    up, lo = idn.upper, idn.lower
-    up_c, lo_c, shoe_c = _rgb(up.color), _rgb(lo.color), _rgb(idn.shoes.color)
-    acc = idn.accessory
-    acc_c = _rgb(acc.color)
-    sd = _side_dir(view)
-    side = sd != 0
-    hry, hrx = 0.066 * b.head, 0.052 * b.head * ws
-    cx, cy = 0.0, hry
-    y_sh = 2 * hry + 0.03
-    foot_h = 0.022
-    L = b.leg
-    y_hip = 1.0 - foot_h - L
-    w_sh, w_hip = b.shoulder * ws, b.hip * ws
-    g = b.gait
-    s = math.sin(phase)
-    c = math.cos(phase)
-
-    # ---- legs: (hip, knee, ankle) per leg; index 0 = the person's right leg
-    legs = []
-    lt, ls = 0.5 * L, 0.5 * L
-    r_th, r_sh = 0.46 * w_hip, 0.3 * w_hip
-    for k, sign in enumerate((1.0, -1.0)):
-        th = g * s * sign
-        if side:
-            bend = 1.3 * g * max(0.0, c * sign)
-            hx = 0.0 + 0.012 * sign * sd
-            knee = (hx + lt * sd * math.sin(th), y_hip + lt * math.cos(th))
-            ank = (knee[0] + ls * sd * math.sin(th - bend), knee[1] + ls * math.cos(th - bend))
-            legs.append(((hx, y_hip), knee, ank))
-        else:
-            xs = (1 if k == 0 else -1) * (-1 if view == "front" else 1) * 0.5 * w_hip
-            fwd = max(0.0, th)
-            back = max(0.0, -th)
-            knee = (xs * 0.98, y_hip + lt - 0.02 * back)
-            ank = (xs * 0.95, 1.0 - foot_h + 0.03 * fwd - 0.05 * back)
-            legs.append(((xs, y_hip), knee, ank))
-    # ---- arms: (shoulder, elbow, wrist)
-    arms = []
-    la, lf = 0.165, 0.15
-    r_ua, r_fa = 0.03 * ws, 0.024 * ws
-    for k, sign in enumerate((1.0, -1.0)):
-        a = -0.9 * g * s * sign  # arms swing opposite to legs
-        if side:
-            sh = (0.0 - 0.01 * sd, y_sh + 0.025)
-            bend = 0.25 + 0.5 * max(0.0, a)
-            el = (sh[0] + la * sd * math.sin(a), sh[1] + la * math.cos(a))
-            wr = (el[0] + lf * sd * math.sin(a + bend), el[1] + lf * math.cos(a + bend))
-        else:
-            xs = (1 if k == 0 else -1) * (-1 if view == "front" else 1)
-            sh = (xs * (w_sh - 0.6 * r_ua), y_sh + 0.025)
-            el = (sh[0] + xs * 0.018, sh[1] + la * (1 - 0.12 * abs(a)))
-            wr = (el[0] + xs * 0.006, el[1] + lf * (1 - 0.25 * max(0.0, a)))
-        arms.append((sh, el, wr))
-
-    # which physical side is nearer in a side view (right side faces the camera when walking left)
-    near = 0 if sd == -1 else 1  # index of the near leg/arm
-    far = 1 - near
-
-    def leg_parts(k: int, dim: float) -> None:
-        hip, knee, ank = legs[k]
-        leg_col = lo_c if lo.kind == "trousers" else skin
-        cv.paint(Capsule(*hip, *knee, r_th, r_sh * 1.12), leg_col, lab(LOWER), dim)
-        cv.paint(Capsule(*knee, *ank, r_sh * 1.12, r_sh * 0.9), leg_col, lab(LOWER), dim)
-        if lo.kind == "shorts":
-            t = 0.62
-            mid = (hip[0] + t * (knee[0] - hip[0]), hip[1] + t * (knee[1] - hip[1]))
-            cv.paint(Capsule(*hip, *mid, r_th * 1.08, r_th * 1.0), lo_c, lab(LOWER), dim)
-        # shoe
-        if side:
-            fx = ank[0] + sd * 0.022
-            cv.paint(Ellipse(fx, ank[1] + 0.45 * foot_h, 0.042, 0.021), shoe_c, lab(SHOES), dim)
-        else:
-            cv.paint(Ellipse(ank[0], ank[1] + 0.45 * foot_h, 0.03 * ws, 0.022), shoe_c, lab(SHOES), dim)
-
-    def arm_parts(k: int, dim: float) -> None:
-        sh, el, wr = arms[k]
-        sleeve = up_c
-        fore = up_c if up.sleeve == "long" else skin
-        cv.paint(Capsule(*sh, *el, r_ua, r_ua * 0.9), sleeve, lab(UPPER), dim)
-        cv.paint(Capsule(*el, *wr, r_ua * 0.85, r_fa), fore, lab(UPPER), dim)
-        if up.sleeve == "short":
-            mid = (sh[0] + 0.55 * (el[0] - sh[0]), sh[1] + 0.55 * (el[1] - sh[1]))
-            cv.paint(Capsule(*sh, *mid, r_ua * 1.12, r_ua * 1.05), up_c, lab(UPPER), dim)
-        cv.paint(Ellipse(wr[0], wr[1] + 0.018, r_fa * 1.05, 0.022), skin, lab(UPPER), dim)
-
-    def upper_fill():
-        if up.pattern == "stripes":
-            c1, c2 = np.asarray(up_c, np.float32), np.asarray(_rgb(up.color2), np.float32)
-
-            def f(X, Y):
-                m = (np.sin((Y - y_sh) * (2 * np.pi / 0.042)) > 0)[..., None]
-                return np.where(np.broadcast_to(m, np.broadcast_shapes(m.shape, X[..., None].shape)), c1, c2)
-
-            return f
-        if up.pattern == "checks":
-            c1, c2 = np.asarray(up_c, np.float32), np.asarray(_rgb(up.color2), np.float32)
-
-            def f(X, Y):
-                m = ((np.floor(X / 0.048) + np.floor((Y - y_sh) / 0.048)) % 2 == 0)[..., None]
-                return np.where(m, c1, c2)
-
-            return f
-        return up_c
-
-    def torso(dim: float = 1.0) -> None:
-        y_w = y_sh + 0.62 * (y_hip - y_sh)
-        yb = y_hip + 0.035
-        if side:
-            d_sh, d_w, d_h = 0.62 * w_sh, 0.56 * w_sh, 0.7 * w_hip
-            o = 0.012 * sd
-            pts = [(o - d_sh, y_sh), (o + d_sh, y_sh), (d_w, y_w), (d_h, yb), (-d_h, yb), (-d_w, y_w)]
-        else:
-            pts = [(-w_sh, y_sh + 0.01), (-w_sh * 0.8, y_sh - 0.008), (w_sh * 0.8, y_sh - 0.008),
-                   (w_sh, y_sh + 0.01), (0.86 * w_sh, y_w), (1.02 * w_hip, yb), (-1.02 * w_hip, yb),
-                   (-0.86 * w_sh, y_w)]
-        cv.paint(Polygon(pts, round=0.006), upper_fill(), lab(UPPER), dim)
-        if up.pattern == "logo" and view == "front":
-            ly, r = y_sh + 0.3 * (y_hip - y_sh), 0.034 * ws
-            c2 = _rgb(up.color2)
-            if up.logo_shape == "circle":
-                cv.paint(Ellipse(0.0, ly, r, r, shade=0.0), c2, lab(UPPER))
-            elif up.logo_shape == "square":
-                cv.paint(RRect(-r, ly - r, r, ly + r, 0.004, shade=0.0), c2, lab(UPPER))
-            else:
-                cv.paint(Polygon([(0, ly - 1.3 * r), (1.3 * r, ly), (0, ly + 1.3 * r), (-1.3 * r, ly)], shade=0.0),
-                         c2, lab(UPPER))
-
-    def pelvis(dim: float = 1.0) -> None:
-        if lo.kind == "skirt":
-            knee_y = legs[0][1][1]
-            bot = knee_y + 0.015
-            if side:
-                pts = [(-0.75 * w_hip, y_hip - 0.03), (0.75 * w_hip, y_hip - 0.03), (1.15 * w_hip, bot),
-                       (-1.15 * w_hip, bot)]
-            else:
-                pts = [(-1.02 * w_hip, y_hip - 0.03), (1.02 * w_hip, y_hip - 0.03), (1.5 * w_hip, bot),
-                       (-1.5 * w_hip, bot)]
-            cv.paint(Polygon(pts), lo_c, lab(LOWER), dim)
-            return
-        hw = 0.72 * w_hip if side else 1.0 * w_hip
-        cv.paint(Polygon([(-hw, y_hip - 0.03), (hw, y_hip - 0.03), (hw * 0.98, y_hip + 0.07),
-                          (-hw * 0.98, y_hip + 0.07)], shade=0.2), lo_c, lab(LOWER), dim)
-
-    # ---- head pieces
-    def neck() -> None:
-        cv.paint(RRect(cx - 0.45 * hrx, cy + 0.6 * hry, cx + 0.45 * hrx, y_sh + 0.01, 0.005), skin, lab(HEAD))
-
-    def long_hair() -> None:
-        if idn.hair.style != "long" or idn.headwear.kind == "hood":
-            return
-        if side:
-            cv.paint(Capsule(cx - sd * 0.4 * hrx, cy, cx - sd * 0.75 * hrx, y_sh + 0.06, 0.9 * hrx, 0.6 * hrx),
-                     hair_c, lab(HEAD))
-        else:
-            cv.paint(RRect(cx - 1.08 * hrx, cy - 0.2 * hry, cx + 1.08 * hrx, y_sh + 0.075, 0.5 * hrx), hair_c,
-                     lab(HEAD))
-
-    def ponytail() -> None:
-        if idn.hair.style != "ponytail" or idn.headwear.kind == "hood" or view == "front":
-            return
-        if side:
-            cv.paint(Capsule(cx - sd * 0.9 * hrx, cy - 0.2 * hry, cx - sd * 1.35 * hrx, cy + 1.3 * hry,
-                             0.32 * hrx, 0.18 * hrx), hair_c, lab(HEAD))
-        else:
-            cv.paint(Capsule(cx, cy, cx, cy + 1.7 * hry, 0.32 * hrx, 0.2 * hrx), hair_c, lab(HEAD))
-
-    def head() -> None:
-        hw = idn.headwear
-        hair = hair_c if idn.hair.style != "buzz" else _mix(hair_c, skin, 0.45)
-        grow = 1.02 if idn.hair.style == "buzz" else 1.1
-        neck()
-        if hw.kind == "hood":
-            hc = _rgb(hw.color)
-            if view == "back":
-                cv.paint(Polygon([(cx - 1.2 * hrx, cy), (cx + 1.2 * hrx, cy), (cx + 1.0 * hrx, y_sh + 0.07),
-                                  (cx - 1.0 * hrx, y_sh + 0.07)]), hc, lab(HEAD))
-                cv.paint(Ellipse(cx, cy - 0.02, 1.28 * hrx, 1.18 * hry), hc, lab(HEAD))
-            else:
-                cv.paint(Ellipse(cx - 0.1 * sd * hrx, cy - 0.02, 1.28 * hrx, 1.18 * hry), hc, lab(HEAD))
-                cv.paint(RRect(cx - 1.1 * hrx, cy, cx + 1.1 * hrx, y_sh + 0.02, 0.3 * hrx), hc, lab(HEAD))
-                fx = cx + 0.35 * sd * hrx
-                cv.paint(Ellipse(fx, cy + 0.1 * hry, (0.55 if side else 0.78) * hrx, 0.8 * hry), skin, lab(HEAD))
-                _eyes(fx)
-            return
-        if view == "back":
-            cv.paint(Ellipse(cx, cy, hrx * 1.04, hry * 1.02), skin, lab(HEAD))
-            cv.paint(Ellipse(cx, cy - 0.05 * hry, hrx * (grow - 0.02), hry * (grow - 0.06)), hair, lab(HEAD))
-        elif side:
-            cv.paint(Ellipse(cx, cy, hrx * 1.08, hry), skin, lab(HEAD))
-            cv.paint(Clip(Ellipse(cx - sd * 0.12 * hrx, cy - 0.1 * hry, hrx * grow, hry * (grow - 0.05)),
-                          sd * 1.0, 0.6, sd * cx + 0.05 * hrx + 0.6 * cy), hair, lab(HEAD))
-            _eyes(cx + sd * 0.55 * hrx)
-        else:
-            cv.paint(Ellipse(cx, cy - 0.08 * hry, hrx * grow, hry * (grow - 0.04)), hair, lab(HEAD))
-            cv.paint(Ellipse(cx, cy + 0.12 * hry, hrx * 0.92, hry * 0.9), skin, lab(HEAD))
-            _eyes(cx)
-        if hw.kind == "cap":
-            hc = _rgb(hw.color)
-            cv.paint(Clip(Ellipse(cx, cy - 0.04 * hry, hrx * 1.1, hry * 1.06), 0.0, 1.0, cy - 0.22 * hry), hc,
-                     lab(HEAD))
-            if view == "front":
-                cv.paint(Ellipse(cx, cy - 0.24 * hry, hrx * 1.02, hry * 0.2), _mix(hc, (0, 0, 0), 0.3), lab(HEAD))
-            elif side:
-                x0, x1 = sorted((cx + sd * 0.6 * hrx, cx + sd * 1.75 * hrx))
-                cv.paint(RRect(x0, cy - 0.34 * hry, x1, cy - 0.16 * hry, 0.01), _mix(hc, (0, 0, 0), 0.2),
-                         lab(HEAD))
-        elif hw.kind == "hat":
-            hc = _rgb(hw.color)
-            cv.paint(RRect(cx - 0.98 * hrx, cy - 1.32 * hry, cx + 0.98 * hrx, cy - 0.3 * hry, 0.35 * hrx), hc,
-                     lab(HEAD))
-            cv.paint(RRect(cx - 0.98 * hrx, cy - 0.55 * hry, cx + 0.98 * hrx, cy - 0.38 * hry, 0.0),
-                     _mix(hc, (0, 0, 0), 0.45), lab(HEAD))
-            cv.paint(Ellipse(cx, cy - 0.34 * hry, 1.7 * hrx, 0.2 * hry), hc, lab(HEAD))
-
-    def _eyes(fx: float) -> None:
-        if view == "back":
-            return
-        dark = _mix(skin, (20, 15, 15), 0.75)
-        r = 0.1 * hrx
-        if side:
-            cv.paint(Ellipse(fx, cy + 0.08 * hry, r, r * 1.2, shade=0.0), dark, lab(HEAD))
-        else:
-            for ex in (-0.38, 0.38):
-                cv.paint(Ellipse(fx + ex * hrx, cy + 0.08 * hry, r, r * 1.2, shade=0.0), dark, lab(HEAD))
-
-    # ---- accessories
-    def acc_side_x() -> float:
-        """Image-x sign of the accessory's side in front/back views (the person's left is image-right in front)."""
-        sgn = 1.0 if acc.side == "left" else -1.0
-        return sgn if view == "front" else -sgn
-
-    def acc_is_near() -> bool:
-        # walking right (sd=+1) shows the person's left side
-        return (acc.side == "left") == (sd == 1)
-
-    def backpack_body(dim: float = 1.0) -> None:
-        top, bot = y_sh - 0.012, y_sh + 0.23
-        if side:
-            x_in = -sd * 0.5 * w_sh
-            x_out = -sd * (0.62 * w_sh + 0.085)
-            x0, x1 = sorted((x_in, x_out))
-            cv.paint(RRect(x0, top + 0.01, x1, bot, 0.025), acc_c, lab(ACC), dim)
-        else:
-            hw = 0.8 * w_sh
-            cv.paint(RRect(-hw, top, hw, bot, 0.03), acc_c, lab(ACC), dim)
-            if view == "back":
-                cv.paint(RRect(-0.6 * hw, top + 0.12, 0.6 * hw, bot - 0.015, 0.02), _mix(acc_c, (0, 0, 0), 0.25),
-                         lab(ACC), dim)
-
-    def backpack_straps() -> None:
-        dark = _mix(acc_c, (0, 0, 0), 0.2)
-        if side:
-            cv.paint(Capsule(-sd * 0.3 * w_sh, y_sh, sd * 0.2 * w_sh, y_sh + 0.15, 0.012), dark, lab(ACC))
-            return
-        for xs in (-0.55, 0.55):
-            cv.paint(Capsule(xs * w_sh, y_sh - 0.005, xs * 0.85 * w_sh, y_sh + 0.16, 0.014), dark, lab(ACC))
-
-    def shoulder_bag(front_layer: bool) -> None:
-        bag_w, bag_h = 0.07, 0.085
-        dark = _mix(acc_c, (0, 0, 0), 0.25)
-        if side:
-            if front_layer != acc_is_near():
-                return
-            bx = 0.015 * sd
-            by = y_hip - 0.02
-            cv.paint(RRect(bx - bag_w * 0.55, by, bx + bag_w * 0.55, by + bag_h, 0.012), acc_c, lab(ACC),
-                     1.0 if front_layer else 0.8)
-            if front_layer:
-                cv.paint(Capsule(0.0, y_sh, bx, by + 0.01, 0.009), dark, lab(ACC))
-            return
-        if not front_layer:
-            return
-        sx = acc_side_x()
-        bx = sx * (w_hip + 0.5 * bag_w)
-        by = y_hip - 0.03
-        cv.paint(Capsule(-sx * 0.6 * w_sh, y_sh, bx - sx * 0.3 * bag_w, by + 0.005, 0.009), dark, lab(ACC))
-        cv.paint(RRect(bx - 0.5 * bag_w, by, bx + 0.5 * bag_w, by + bag_h, 0.012), acc_c, lab(ACC))
-
-    def handbag(front_layer: bool) -> None:
-        if side:
-            if front_layer != acc_is_near():
-                return
-            wr = arms[near if front_layer else far][2]
-        else:
-            if not front_layer:
-                return
-            sx = acc_side_x()
-            wr = arms[0][2] if arms[0][2][0] * sx > 0 else arms[1][2]
-        x, y = wr[0], wr[1] + 0.03
-        dim = 1.0 if front_layer else 0.8
-        cv.paint(Capsule(x, y - 0.03, x, y, 0.006), _mix(acc_c, (0, 0, 0), 0.3), lab(ACC), dim)
-        cv.paint(Polygon([(x - 0.035, y), (x + 0.035, y), (x + 0.045, y + 0.07), (x - 0.045, y + 0.07)]),
-                 acc_c, lab(ACC), dim)
-
-    # ---- paint in depth order
-    bag = acc.kind
-    if view == "front":
-        long_hair()
-        if bag == "backpack":
-            backpack_body()
-        for k in (0, 1):
-            leg_parts(k, 1.0)
-        pelvis()
-        torso()
-        if bag == "backpack":
-            backpack_straps()
-        if bag == "shoulder_bag":
-            shoulder_bag(True)
-        for k in (0, 1):
-            arm_parts(k, 1.0)
-        if bag == "handbag":
-            handbag(True)
-        head()
-    elif view == "back":
-        for k in (0, 1):
-            leg_parts(k, 1.0)
-        pelvis()
-        torso()
-        for k in (0, 1):
-            arm_parts(k, 1.0)
-        head()
-        long_hair()
-        ponytail()
-        if bag == "backpack":
-            backpack_body()
-        if bag == "shoulder_bag":
-            shoulder_bag(True)
-        if bag == "handbag":
-            handbag(True)
-    else:
-        if bag == "shoulder_bag":
-            shoulder_bag(False)
-        if bag == "handbag":
-            handbag(False)
-        arm_parts(far, 0.78)
-        leg_parts(far, 0.8)
-        leg_parts(near, 1.0)
-        pelvis()
-        long_hair()
-        torso()
-        if bag == "backpack":
-            backpack_body()
-            backpack_straps()
-        if bag == "shoulder_bag":
-            shoulder_bag(True)
-        arm_parts(near, 1.0)
-        if bag == "handbag":
-            handbag(True)
-        head()
-        ponytail()
-
-
 # ----------------------------------------------------------------------------------------------------------
 # background, clutter, occluders
 
@@ -510,7 +128,7 @@ def render_background(h: int, w: int, scene: SceneStyle, offset: float,
 def draw_occluder(cv: Canvas, occ: Occluder) -> None:
     """Paint an occluder in front of the person; its pixels are labelled background."""
     col = occ.color
-    dark = _mix(col, (0, 0, 0), 0.35)
+    dark = mix(col, (0, 0, 0), 0.35)
     x, w, top = occ.x, occ.width, occ.top
     if occ.kind == "pole":
         cv.paint(RRect(x - w, -2.0, x + w, 3.0, 0.0, shade=0.45), col, BG)
@@ -519,7 +137,7 @@ def draw_occluder(cv: Canvas, occ: Occluder) -> None:
         cv.paint(RRect(x - w * 1.08, top - 0.02, x + w * 1.08, top + 0.025, 0.008), dark, BG)
     elif occ.kind == "car":
         cv.paint(RRect(x - w, top, x + w, 3.0, 0.06, shade=0.1), col, BG)
-        cv.paint(RRect(x - w, top + 0.09, x + w, top + 0.105, 0.0, shade=0.0), _mix(col, (255, 255, 255), 0.5), BG)
+        cv.paint(RRect(x - w, top + 0.09, x + w, top + 0.105, 0.0, shade=0.0), mix(col, (255, 255, 255), 0.5), BG)
         cv.paint(Ellipse(x - 0.55 * w, top + 0.3, 0.11, 0.11), (25, 25, 25), BG)
         cv.paint(Ellipse(x + 0.55 * w, top + 0.3, 0.11, 0.11), (25, 25, 25), BG)
     elif occ.kind == "railing":
@@ -533,14 +151,14 @@ def draw_occluder(cv: Canvas, occ: Occluder) -> None:
         for _ in range(5):
             ex = x + rng.uniform(-w, w)
             cv.paint(Ellipse(ex, top + rng.uniform(0.04, 0.12), rng.uniform(0.08, 0.14), rng.uniform(0.07, 0.12),
-                             shade=0.35), _mix(col, (0, 0, 0), rng.uniform(0, 0.3)), BG)
+                             shade=0.35), mix(col, (0, 0, 0), rng.uniform(0, 0.3)), BG)
         cv.paint(RRect(x - w - 0.05, top + 0.1, x + w + 0.05, 3.0, 0.05), col, BG)
     elif occ.kind == "sign":
         bh = occ.extra[0]
         cv.paint(RRect(x - 0.012, top, x + 0.012, 3.0, 0.0, shade=0.4), (110, 110, 115), BG)
         cv.paint(RRect(x - w, top - bh, x + w, top + bh, 0.01, shade=0.05), col, BG)
         cv.paint(RRect(x - 0.7 * w, top - 0.3 * bh, x + 0.7 * w, top + 0.3 * bh, 0.0, shade=0.0),
-                 _mix(col, (255, 255, 255), 0.6), BG)
+                 mix(col, (255, 255, 255), 0.6), BG)
     elif occ.kind == "person":
         scale, vcode, phase = occ.extra
         _draw_other(cv, occ.person, x, top, scale, VIEWS[int(vcode)], phase)
@@ -604,23 +222,23 @@ def _occluder(rng: np.random.Generator, box: tuple[float, float, float, float]) 
     metal = (float(u(90, 180)),) * 3
     if kind == "pole":
         return Occluder(kind, float(u(-0.8, 0.8) * hw), float(u(0.012, 0.035)), -2.0,
-                        _mix(metal, (float(u(0, 255)), float(u(0, 255)), float(u(0, 255))), 0.25))
+                        mix(metal, (float(u(0, 255)), float(u(0, 255)), float(u(0, 255))), 0.25))
     if kind == "bin":
         col = ((40, 90, 60), (70, 70, 75), (40, 60, 120), (150, 120, 60))[int(rng.integers(4))]
-        return Occluder(kind, float(u(-0.5, 0.5) * hw), float(u(0.1, 0.17)), float(u(0.62, 0.8)), _rgb(col))
+        return Occluder(kind, float(u(-0.5, 0.5) * hw), float(u(0.1, 0.17)), float(u(0.62, 0.8)), rgb(col))
     if kind == "car":
         col = ((200, 200, 205), (30, 30, 35), (150, 20, 25), (40, 60, 110), (120, 120, 125))[int(rng.integers(5))]
-        return Occluder(kind, float(u(-0.3, 0.3)), 0.7, float(u(0.55, 0.74)), _rgb(col))
+        return Occluder(kind, float(u(-0.3, 0.3)), 0.7, float(u(0.55, 0.74)), rgb(col))
     if kind == "railing":
         return Occluder(kind, float(u(-0.1, 0.1)), float(u(0.12, 0.2)), float(u(0.55, 0.72)),
-                        _mix(metal, (60, 60, 60), 0.3))
+                        mix(metal, (60, 60, 60), 0.3))
     if kind == "bush":
         return Occluder(kind, float(u(-0.5, 0.5) * hw), float(u(0.12, 0.22)), float(u(0.62, 0.8)),
                         (float(u(40, 70)), float(u(95, 130)), float(u(40, 60))))
     if kind == "sign":
         col = ((30, 80, 160), (30, 120, 60), (190, 40, 40), (220, 180, 40))[int(rng.integers(4))]
         return Occluder(kind, float(rng.choice([-1, 1]) * u(0.5, 0.9) * hw), float(u(0.07, 0.12)),
-                        float(u(0.25, 0.6)), _rgb(col), (float(u(0.05, 0.09)),))
+                        float(u(0.25, 0.6)), rgb(col), (float(u(0.05, 0.09)),))
     side = float(rng.choice([-1, 1]))
     return Occluder("person", side * float(u(0.2, 0.32)), 0.0, float(u(-0.05, 0.1)), (0, 0, 0),
                     (float(u(0.95, 1.15)), float(rng.integers(4)), float(u(0, 2 * np.pi))),

@@ -17,6 +17,16 @@ Fill = tuple[float, float, float] | Callable[[np.ndarray, np.ndarray], np.ndarra
 _EPS = 1e-9
 
 
+def rgb(c) -> tuple[float, float, float]:
+    """A colour as a float RGB tuple."""
+    return (float(c[0]), float(c[1]), float(c[2]))
+
+
+def mix(a, b, t: float) -> tuple[float, float, float]:
+    """Linear blend of colours ``a`` and ``b`` (``t = 0`` gives ``a``)."""
+    return tuple(float(x) * (1 - t) + float(y) * t for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
 class Shape:
     """Base class: ``bbox`` (x0, y0, x1, y1) in world units and ``eval(X, Y) -> (d, shade | None)``."""
 

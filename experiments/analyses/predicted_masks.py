@@ -1,0 +1,134 @@
+"""What the trained part head G predicts: overlap between its part maps and agreement with the truth.
+
+The paper's Fig. 4 shows that without the diversity loss (Eq. 5) the part maps predicted by G "tend to
+be the same for each part". This benchmark measures that on the harness's trained models, on target
+**train** images with ground-truth masks:
+
+* **similarity**: mean pairwise cosine between the foreground part maps of an image
+  (:func:`scwm.parsing.part_map_similarity`; 1 = every part covers the same cells);
+* **Eq. 5**: the diversity term itself (pixel-mean, background included, as trained);
+* **mass / argmax share**: mean probability of each channel, and the share of cells where it wins;
+* **fg IoU / part mIoU** of the argmax masks against the ground truth (one Hungarian assignment over
+  the set, as for the pseudo masks), and the feature-norm AUC of the same backbone.
+
+    python -m experiments.analyses.predicted_masks --runs runs/experiments/runs/market \\
+        --experiments t1-wm-parsing t1-wm-scc t2-oracle --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from experiments.analyses import trained_models, write_outputs
+from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
+from scwm.losses.parsing import diversity_loss
+from scwm.models import load_model
+from scwm.parsing import NUM_GT_LABELS, ParsingConfusion, binary_auc, norm_cue_cells, part_map_similarity
+
+
+def score_model(path: Path, root: Path, max_images: int = 600, batch_size: int = 64) -> dict:
+    """Predicted-mask statistics of the model at ``path`` on up to ``max_images`` train images of ``root``."""
+    model, spec = load_model(path)
+    if spec.part_mode != "learned":
+        raise ValueError(f"{path}: part_mode={spec.part_mode!r} has no learned part head to measure")
+    records = [r for r in load_dataset("synthetic", root).train if r.mask_path]
+    if not records:
+        raise ValueError(f"{root}: no training image has a ground-truth mask")
+    if len(records) > max_images:
+        keep = np.random.default_rng(0).choice(len(records), max_images, replace=False)
+        records = [records[i] for i in sorted(keep)]
+    loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width), use_gt_masks=True),
+                        batch_size=batch_size, collate_fn=collate_skip_none)
+    l = spec.num_parts  # noqa: E741 - the paper's symbol
+    conf = ParsingConfusion(l, NUM_GT_LABELS, l - 1)
+    sims, div, mass, wins, norms, body = [], [], [], [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            out = model(batch["image"])
+            probs = out.part_probs.float()
+            labels = probs.argmax(1)
+            conf.update(labels, batch["mask"])
+            sims.append(part_map_similarity(probs))
+            div.append(diversity_loss(probs).reshape(1) * probs.shape[0])
+            mass.append(probs.sum((0, 2, 3)) / (probs.shape[2] * probs.shape[3]))
+            wins.append(torch.bincount(labels.flatten(), minlength=l).double() / labels[0].numel())
+            nrm, is_body = norm_cue_cells(out.feature_map, batch["mask"])
+            norms.append(nrm)
+            body.append(is_body)
+    n = sum(len(s) for s in sims)
+    s = conf.scores()
+    return {
+        "images": n,
+        "similarity": float(torch.cat(sims).mean()),
+        "eq5": float(torch.cat(div).sum() / n),
+        "mass": (torch.stack(mass).sum(0) / n).tolist(),
+        "argmax_share": (torch.stack(wins).sum(0) / n).tolist(),
+        "fg_iou": s["fg_iou"],
+        "part_miou": s["part_miou"],
+        "norm_auc": binary_auc(torch.cat(norms), torch.cat(body)),
+    }
+
+
+def _fmt(vals: list[float], digits: int = 2) -> str:
+    return f"{np.mean(vals):.{digits}f} [{' / '.join(f'{v:.{digits}f}' for v in vals)}]"
+
+
+def to_markdown(results: dict[str, dict[str, dict]], args: argparse.Namespace) -> str:
+    lines = ["## Part maps predicted by the trained part head (harness models)", "",
+             f"Command: `python -m experiments.analyses.predicted_masks --runs {args.runs} --experiments "
+             f"{' '.join(results) or ' '.join(args.experiments)} --seeds {' '.join(map(str, args.seeds))} "
+             f"--max-images {args.max_images}`  ",
+             f"Machine: {platform.machine()}, torch {torch.__version__}. Target train images with ground-truth "
+             "masks; mean over seeds, individual seeds in brackets. similarity = mean pairwise cosine between "
+             "the foreground part maps of an image (1 = all parts cover the same cells); Eq. 5 = the diversity "
+             "term as trained (background included, pixel mean); fg share = share of cells whose argmax is a "
+             "foreground part; largest part share = the share of the most-winning foreground part; fg IoU / "
+             "part mIoU of the argmax masks against the ground truth; norm AUC = feature-norm cue of step 1.", "",
+             "| experiment | seeds | similarity | Eq. 5 | fg share | largest part share | fg IoU | part mIoU "
+             "| norm AUC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for exp, per_seed in results.items():
+        rs = list(per_seed.values())
+        fg_share = [1 - r["argmax_share"][-1] for r in rs]
+        top = [max(r["argmax_share"][:-1]) for r in rs]
+        lines.append(f"| {exp} | {len(rs)} | {_fmt([r['similarity'] for r in rs])} | "
+                     f"{_fmt([r['eq5'] for r in rs], 3)} | {_fmt(fg_share)} | {_fmt(top)} | "
+                     f"{_fmt([r['fg_iou'] for r in rs])} | {_fmt([r['part_miou'] for r in rs], 3)} | "
+                     f"{_fmt([r['norm_auc'] for r in rs])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", default="runs/experiments/runs/market", help="harness results of one target")
+    p.add_argument("--experiments", nargs="+", default=["t1-wm-parsing", "t1-wm-scc", "t2-oracle"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data-root", default="data/synthetic/market-seed0")
+    p.add_argument("--max-images", type=int, default=600)
+    p.add_argument("--out", default="experiments/results/analyses/predicted_masks.json")
+    p.add_argument("--markdown", default="docs/bench/predicted_masks.md")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the experiments already in --out that are not measured again (models are not "
+                        "committed, so earlier rows cannot always be re-measured)")
+    args = p.parse_args(argv)
+    if args.max_images < 1:
+        p.error(f"--max-images must be >= 1, got {args.max_images}")
+    results: dict[str, dict] = {}
+    if args.merge and Path(args.out).is_file():
+        results = {k: v for k, v in json.loads(Path(args.out).read_text()).items() if k not in args.experiments}
+    for exp, seed, path in trained_models(args.runs, args.experiments, args.seeds):
+        r = score_model(path, Path(args.data_root), args.max_images)
+        results.setdefault(exp, {})[str(seed)] = r
+        print(exp, seed, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)}, flush=True)
+    write_outputs(results, args.out, args.markdown, to_markdown(results, args))
+    return results
+
+
+if __name__ == "__main__":
+    main()
