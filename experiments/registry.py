@@ -166,14 +166,21 @@ SWEEP_NOTES = {
 }
 
 _EARLY = "2026-12-02-early-grids.md"
+_STRONG = "2026-12-03-strong-start.md"
+_OLD = ("; made under the defaults before 2026-12-03: to rerun, add `--model.weights pretrain --pretrain.epochs 6 "
+        "--model.bn_chunks 1 --optim.iters 80` to its extra flags")
 GRIDS: dict[str, Grid] = {
-    "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16",
+    "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks (the default), "
+                "fp32, 8 x 40 iterations, evaluated every epoch (current)", _STRONG, groups=("table1", "peers")),
+    "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
+                    "before 2026-12-03)", _STRONG, groups=("table1", "peers")),
+    "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),
-    "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16", _EARLY,
+    "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16" + _OLD, _EARLY,
                        groups=("eta", "parts"), targets=("market", "msmt")),
-    "runs-ckpt3": Grid("runs-ckpt3", "msmt Fig. 5 sweeps from a third source checkpoint (retired), bf16", _EARLY,
+    "runs-ckpt3": Grid("runs-ckpt3", "msmt Fig. 5 sweeps from a third source checkpoint (retired), bf16" + _OLD, _EARLY,
                        groups=("eta", "parts", "eta_feature"), targets=("msmt",)),
-    "runs-fp32": Grid("runs-fp32", "msmt eta sweep at seed 1 in fp32 on an AVX2 machine", _EARLY,
+    "runs-fp32": Grid("runs-fp32", "msmt eta sweep at seed 1 in fp32 on an AVX2 machine" + _OLD, _EARLY,
                       groups=("eta",), targets=("msmt",)),
 }
 """The recorded grids, each rendered with its own scope (a grid that holds one sweep shows only that)."""

@@ -243,11 +243,13 @@ the precision (not on the seed), so runs that started from the same state share 
 
 
 def start_state(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch-0 clustering figures of a run's metrics records (None if it has no epoch-0 clustering)."""
-    first = records[0] if records else {}
-    if first.get("epoch") != 0 or not all(k in first for k in START_KEYS):
+    """The epoch-0 clustering figures of a run's metrics records (None if it has no epoch-0 clustering),
+    with the initial model's retrieval figures (direct transfer, the epoch -1 record) when it was evaluated."""
+    first = next((r for r in records if r.get("epoch") == 0), {})
+    if not all(k in first for k in START_KEYS):
         return None
-    return {k: first[k] for k in START_KEYS}
+    before = next((r for r in records if r.get("epoch") == -1), {})
+    return {**{k: first[k] for k in START_KEYS}, **{f"initial_{k}": before[k] for k in ("mAP", "rank1") if k in before}}
 
 
 def initial_weights(cfg: TrainConfig) -> dict[str, str] | None:

@@ -54,8 +54,23 @@ def load_results(path: Path) -> Results:
 
 
 def fill_aliases(results: Results) -> None:
-    """Add missing (target, experiment, seed) entries whose resolved config equals a finished run's."""
+    """Add missing (target, experiment, seed) entries whose resolved config equals a finished run's.
+
+    Both configs are resolved with today's presets, so a later change of a default does not break the aliases
+    of recorded runs (their own fingerprints record what they ran)."""
     cache: dict[tuple[str, str, str, tuple[str, ...], int], str] = {}
+
+    def current(target: str, exp_name: str, r: Record) -> str:
+        key = (target, exp_name, r["preset"], tuple(r["extra"]), int(r["seed"]))
+        if key not in cache:
+            try:
+                cfg = run_config(r["preset"], target, BY_NAME[exp_name], int(r["seed"]), Path("unused"),
+                                 extra_overrides(r["extra"]))
+                cache[key] = cfg.fingerprint()
+            except (ValueError, KeyError):
+                cache[key] = ""
+        return cache[key]
+
     for target in sorted({t for t, _ in results}):
         done = [r for (t, _), runs in results.items() if t == target for r in runs
                 if r.get("fingerprint") and isinstance(r.get("extra"), list) and r.get("preset") in PRESETS]
@@ -65,14 +80,8 @@ def fill_aliases(results: Results) -> None:
                 seed = int(r["seed"])
                 if seed in have or target not in TARGETS:
                     continue
-                key = (target, exp.name, r["preset"], tuple(r["extra"]), seed)
-                if key not in cache:
-                    try:
-                        cfg = run_config(r["preset"], target, exp, seed, Path("unused"), extra_overrides(r["extra"]))
-                        cache[key] = cfg.fingerprint()
-                    except ValueError:
-                        cache[key] = ""
-                if cache[key] == r["fingerprint"]:
+                mine = current(target, exp.name, r)
+                if mine and mine == current(target, r["experiment"], r):
                     alias = {**r, "experiment": exp.name, "alias_of": f"{target}/{r['experiment']}/seed{seed}"}
                     results.setdefault((target, exp.name), []).append(alias)
                     have.add(seed)

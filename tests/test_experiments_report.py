@@ -29,6 +29,9 @@ def test_start_state_check_flags_seeds_that_began_elsewhere(tmp_path: Path) -> N
     assert runner.start_state([rec, {**rec, "epoch": 1}]) == {"num_clusters": 194, "cluster_nmi": 0.7787,
                                                               "cluster_ari": 0.2228}
     assert runner.start_state([{**rec, "epoch": 1}]) is None and runner.start_state([]) is None
+    before = {"epoch": -1, "mAP": 0.272, "rank1": 0.317}  # the initial model, evaluated before training
+    assert runner.start_state([before, rec]) == {"num_clusters": 194, "cluster_nmi": 0.7787, "cluster_ari": 0.2228,
+                                                 "initial_mAP": 0.272, "initial_rank1": 0.317}
     for seed in range(3):
         _write(grid, "market", "t2-scc", seed, 0.6, 0.8, miou=0.5)
         _write(grid, "market", "t2-space", seed, 0.6, 0.8)

@@ -189,3 +189,32 @@ def test_checkpoint_fingerprint_accepts_the_old_config_dict() -> None:
     assert _stored_fingerprint({"config": old}) != preset_config("smoke").fingerprint(for_resume=True)
     assert _stored_fingerprint({"fingerprint": cfg.fingerprint(for_resume=True)}) == cfg.fingerprint(for_resume=True)
     assert _stored_fingerprint({"config": {"loss": {"gone": 1}}}) is None
+
+
+def test_evaluation_does_not_draw_from_the_global_rng() -> None:
+    """Starting an evaluation loader's iterator draws a seed; it must come from the loader's own generator,
+    or how often a run evaluates would change its training (it did, before the fix)."""
+    from scwm.data.records import ImageRecord
+    from training.features import eval_loader
+
+    cfg = preset_config("smoke")
+    loader = eval_loader([ImageRecord("unused.jpg", 1, 0)], cfg)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    iter(loader)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_bn_chunk_scope_selects_the_layers() -> None:
+    from scwm.models.chunked_bn import ChunkedBatchNorm1d, ChunkedBatchNorm2d
+    from training.model_init import build_model
+
+    chunked = (ChunkedBatchNorm1d, ChunkedBatchNorm2d)
+    for scope, trunk, necks in (("all", True, True), ("trunk", True, False), ("necks", False, True)):
+        cfg = preset_config("smoke", {"model": {"weights": None, "bn_chunks": 2, "bn_chunk_scope": scope}})
+        net = build_model(cfg, torch.device("cpu"))
+        assert isinstance(net.backbone.bn1, chunked) is trunk, scope
+        assert isinstance(net.global_bn, chunked) is necks and isinstance(net.part_bn, chunked) is necks, scope
+    plain = build_model(preset_config("smoke", {"model": {"weights": None, "bn_chunks": 1}}), torch.device("cpu"))
+    assert not any(isinstance(m, chunked) for m in plain.modules())

@@ -58,7 +58,11 @@ def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
     if spec.part_mode == "stripes":
         net.part_head.requires_grad_(False)
     if cfg.model.bn_chunks > 1:
-        convert_to_chunked_bn(net, cfg.model.bn_chunks)
+        scope = cfg.model.bn_chunk_scope
+        if scope in ("all", "trunk"):
+            convert_to_chunked_bn(net.backbone, cfg.model.bn_chunks)
+        if scope in ("all", "necks"):
+            convert_to_chunked_bn(net, cfg.model.bn_chunks, skip=("backbone",))
     return net.to(device)
 
 

@@ -3,7 +3,9 @@
 The paper starts SCWM from a ResNet-50 pretrained on SYNTH-PEDES (synthetic pedestrians with labels).
 Our analogue trains the backbone on the synthetic **source** preset (identities and camera styles
 disjoint from the targets) with ID cross-entropy (label smoothing) + batch-hard triplet on the global
-embedding, and saves a checkpoint the unsupervised run starts from (``model.weights = "pretrain"``).
+embedding, and saves a model-zoo file (:mod:`training.zoo`: backbone + global neck in float16, the
+recipe, the held-out source mAP) that the unsupervised run starts from (``model.weights = "pretrain"``;
+the ``synthetic`` preset starts from the committed zoo file that this re-creates, docs/MODEL_ZOO.md).
 It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``, ``pretrain.*`` and
 ``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
 """
@@ -15,6 +17,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,14 +26,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, collate_skip_none, relabel_pids
-from scwm.models import SCWMNet, read_checkpoint, save_checkpoint
+from scwm.data.records import ReIDDataset
+from scwm.models import ModelSpec, SCWMNet
 from scwm.utils import atomic_torch_save, seed_everything
 
 from .config import TrainConfig, config_from_args
 from .datasets import ensure_synthetic
+from .features import evaluate
 from .logs import MetricsLog, setup_logging
 from .model_init import model_spec, pretrained_path
 from .runtime import autocast_context, check_precision, init_distributed
+from .zoo import read_zoo, save_zoo, zoo_state
 
 log = logging.getLogger("scwm")
 
@@ -62,13 +68,56 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def pretrain_recipe(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The config fields that source pretraining reads (a zoo file's ``recipe``): equal recipes on the same
+    kind of CPU (and thread count) give the same weights, hence the same zoo file."""
+    return {"pretrain": {k: v for k, v in cfg.pretrain.model_dump().items() if k != "checkpoint"},
+            "model": {"backbone": cfg.model.backbone, "num_parts": cfg.model.num_parts},
+            "data": {"height": cfg.data.height, "width": cfg.data.width, "num_workers": cfg.data.num_workers},
+            "run": {"precision": cfg.run.precision, "device": device.type}}
+
+
+_RESULT_FREE = {("data", "num_workers"), ("run", "precision"), ("run", "device")}
+"""Recipe fields that may differ between a cached file and the current config (with a warning): they change
+the bytes, not what the file is."""
+
+
+def check_cached(out: Path, recipe: dict[str, Any]) -> None:
+    """Accept a cached pretraining file only if it is a zoo file made with this recipe; ValueError otherwise."""
+    try:
+        cached = read_zoo(out)["recipe"]
+    except ValueError as exc:
+        raise ValueError(f"{exc}; it is not the output of this version's source pretraining: delete it to "
+                         "pretrain again") from exc
+    differ = sorted(f"{sec}.{k}" for sec in recipe.keys() | cached.keys()
+                    for k in recipe.get(sec, {}).keys() | cached.get(sec, {}).keys()
+                    if recipe.get(sec, {}).get(k) != cached.get(sec, {}).get(k))
+    hard = [d for d in differ if tuple(d.split(".", 1)) not in _RESULT_FREE]
+    if hard:
+        raise ValueError(f"{out} was pretrained with other settings ({', '.join(hard)}); delete it, or point "
+                         "--pretrain.checkpoint elsewhere")
+    if differ:
+        log.warning("%s was pretrained with other %s; using it", out, ", ".join(differ))
+
+
+def heldout_figures(state: dict[str, torch.Tensor], spec: ModelSpec, source: ReIDDataset, cfg: TrainConfig,
+                    device: torch.device) -> dict[str, float]:
+    """Held-out source-identity mAP / Rank-1 (the source query/gallery split, whose identities pretraining
+    never sees) of the weights as the zoo file stores them (float16)."""
+    net = SCWMNet(spec.backbone, num_parts=spec.num_parts).to(device)
+    net.load_state_dict(zoo_state(state), strict=False)
+    r = evaluate(net.eval(), source, cfg, device)
+    return {"heldout_mAP": r.mAP, "heldout_rank1": r.rank1}
+
+
 def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -> Path:
+    device = device or init_distributed(cfg.run.device)[1]
+    recipe = pretrain_recipe(cfg, device)
     if out.is_file():
-        read_checkpoint(out)  # fail loudly on a corrupt cache rather than later
-        log.info("using cached source-pretrained checkpoint %s", out)
+        check_cached(out, recipe)  # also fails loudly on a corrupt cache rather than later
+        log.info("using cached source-pretrained backbone %s", out)
         return out
     pc = cfg.pretrain
-    device = device or init_distributed(cfg.run.device)[1]
     check_precision(device, cfg.run.precision)
     seed_everything(pc.seed)
     from scwm.data import load_dataset
@@ -140,10 +189,12 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
                                        "scheduler": sched.state_dict(), "epoch": epoch})
     if not math.isfinite(sums["ce"]):
         raise FloatingPointError("pretraining diverged")
-    save_checkpoint(out, model, spec, kind="source-pretrain", config=cfg.model_dump(),
-                    num_classes=num_classes)
+    state = model.state_dict()
+    figures = heldout_figures(state, spec, source, cfg, device) if source.query and source.gallery else {}
+    save_zoo(out, state, spec.to_dict(), recipe, figures)
     state_path.unlink(missing_ok=True)
-    log.info("saved source-pretrained checkpoint %s", out)
+    log.info("saved source-pretrained backbone %s (%s)", out,
+             ", ".join(f"{k}={v:.4f}" for k, v in figures.items()) or "no held-out split")
     return out
 
 

@@ -120,6 +120,11 @@ class Trainer:
         result: dict[str, Any] = {}
         if self.start_epoch >= cfg.optim.epochs and self.env.is_main:
             result = self._final_of_finished_run()
+        if self.start_epoch == 0 and self.has_eval and self.env.is_main and cfg.run.eval_every:
+            start = {"epoch": -1, **self._evaluate()}  # the initial model: direct transfer
+            self.metrics.truncate_after(-2)
+            self.metrics.append(start)
+            log.info("before training (direct transfer): %s", _fmt(start))
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
             for group in self.optimizer.param_groups:

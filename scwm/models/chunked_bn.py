@@ -61,14 +61,17 @@ class ChunkedBatchNorm2d(_ChunkedBNMixin, nn.BatchNorm2d):
         return self._chunked_forward(x)
 
 
-def convert_to_chunked_bn(module: nn.Module, num_chunks: int) -> nn.Module:
+def convert_to_chunked_bn(module: nn.Module, num_chunks: int, skip: tuple[str, ...] = ()) -> nn.Module:
     """Replace every BatchNorm1d/2d in ``module`` (in place) by its chunked version; returns ``module``.
 
-    ``num_chunks=1`` restores ordinary batch statistics. Parameters and buffers are kept.
+    ``num_chunks=1`` restores ordinary batch statistics. Parameters and buffers are kept. Direct children
+    named in ``skip`` are left alone (with everything below them).
     """
     if num_chunks < 1:
         raise ValueError(f"num_chunks must be >= 1, got {num_chunks}")
     for name, child in list(module.named_children()):
+        if name in skip:
+            continue
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(child, nn.SyncBatchNorm):
             cls = ChunkedBatchNorm2d if isinstance(child, nn.BatchNorm2d) else ChunkedBatchNorm1d
             if not isinstance(child, cls):
