@@ -160,7 +160,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
     the same fields at another value make another run (for the trainer's resume check too)."""
     base = preset_config("synthetic")
     fields = {("loss", "diversity_sum"): (False, True), ("cluster", "far_pairs"): ("constant", "feature"),
-              ("model", "bn_chunk_scope"): ("all", "trunk")}
+              ("model", "bn_chunk_scope"): ("all", "trunk"), ("model", "calibrate_necks"): ("none", "parts")}
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy
         recorded = base.fingerprint_dict()
@@ -169,7 +169,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
         for sec, key in (("run", "output"), ("run", "progress"), ("run", "resume"), ("run", "eval_every"),
                          ("run", "save_every"), ("run", "device"), ("run", "eval_batch_size"),
                          ("data", "num_workers"), ("optim", "epochs"), ("loss", "diversity_sum"),
-                         ("cluster", "far_pairs"), ("model", "bn_chunk_scope")):
+                         ("cluster", "far_pairs"), ("model", "bn_chunk_scope"), ("model", "calibrate_necks")):
             del dump[sec][key]
         assert _hash(dump) == base.fingerprint(for_resume=True)
         for sec, key in (("run", "resume"), ("run", "eval_every"), ("run", "save_every"), ("run", "device"),

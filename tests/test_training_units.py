@@ -218,3 +218,55 @@ def test_bn_chunk_scope_selects_the_layers() -> None:
         assert isinstance(net.global_bn, chunked) is necks and isinstance(net.part_bn, chunked) is necks, scope
     plain = build_model(preset_config("smoke", {"model": {"weights": None, "bn_chunks": 1}}), torch.device("cpu"))
     assert not any(isinstance(m, chunked) for m in plain.modules())
+
+
+def test_bn_chunks_count_chunks_of_the_global_batch() -> None:
+    """``model.bn_chunks`` is per global batch: 4 chunks on 4 processes is one chunk per process."""
+    import pytest
+
+    from training.model_init import bn_chunks_per_process
+
+    cfg = preset_config("market1501")
+    assert cfg.model.bn_chunks == 4
+    assert [bn_chunks_per_process(cfg, w) for w in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ValueError, match=r"bn_chunks=4 .* over 3 processes; use a multiple of 3"):
+        bn_chunks_per_process(cfg, 3)
+    with pytest.raises(ValueError, match="SyncBatchNorm"):
+        bn_chunks_per_process(preset_config("market1501", {"model": {"bn_chunks": 1}}), 4)
+
+
+def test_calibrate_necks_sets_running_stats_of_the_pooled_target_features(tmp_path) -> None:
+    """AdaBN for the necks: the running statistics become the mean / unbiased variance of the pooled features,
+    computed here independently (trunk + Eq. 1 pooling by hand); ``parts`` leaves the global neck alone."""
+    import numpy as np
+    from PIL import Image
+
+    from scwm.data.records import ImageRecord
+    from scwm.models.scwm_net import part_pooling
+    from training.features import eval_loader
+    from training.model_init import build_model, calibrate_necks
+
+    rng = np.random.RandomState(0)
+    records = []
+    for i in range(6):
+        path = tmp_path / f"{i:04d}_c1s1_000000_00.png"
+        Image.fromarray(rng.randint(0, 255, (64, 32, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(str(path), i, 0))
+    for which in ("parts", "all"):
+        cfg = preset_config("smoke", {"model": {"weights": None, "calibrate_necks": which},
+                                      "data": {"height": 64, "width": 32}, "run": {"progress": False}})
+        torch.manual_seed(0)
+        net = build_model(cfg, torch.device("cpu")).eval()
+        global_before = net.global_bn.running_mean.clone()
+        calibrate_necks(net, records, cfg, torch.device("cpu"))
+        images = torch.cat([b["image"] for b in eval_loader(records, cfg)])
+        with torch.no_grad():
+            fmap = net.backbone(images)
+            parts = part_pooling(fmap, torch.softmax(net.part_head(fmap), dim=1)).flatten(1)
+        torch.testing.assert_close(net.part_bn.running_mean, parts.mean(0), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(net.part_bn.running_var, parts.var(0), rtol=1e-3, atol=1e-6)
+        if which == "all":
+            torch.testing.assert_close(net.global_bn.running_mean, fmap.mean(dim=(2, 3)).mean(0), rtol=1e-4,
+                                       atol=1e-5)
+        else:
+            assert torch.equal(net.global_bn.running_mean, global_before)

@@ -105,9 +105,15 @@ class ModelConfig(_Section):
     multi-GPU statistics on one device (the single-GPU collapse reported by Cluster Contrast / PPLR users:
     58-59 mAP on one GPU against 81-82 on four, GitHub alibaba/cluster-contrast-reid issue #16). The
     default, 4 (the anchors' four GPUs), is what keeps a strong start from being pulled down: see
-    docs/notes/2026-12-03-strong-start.md. ``1`` is BatchNorm over the whole batch."""
+    docs/notes/2026-12-03-strong-start.md. ``1`` is BatchNorm over the whole batch. The count is of the
+    *global* batch: under torchrun each of W processes computes ``bn_chunks / W`` chunks (4 on 4 GPUs: one each)."""
     bn_chunk_scope: Literal["all", "trunk", "necks"] = Field("all", json_schema_extra={"legacy_value": "all"})
     """Which BatchNorm layers ``bn_chunks`` applies to: all, the backbone trunk only, or the BN necks only."""
+    calibrate_necks: Literal["none", "parts", "all"] = Field("none", json_schema_extra={"legacy_value": "none"})
+    """Before the first clustering stage, set the running statistics of the part BN necks ("parts"), or of the part
+    and global necks ("all"), to those of the target's training images (AdaBN). A source-pretrained start has never
+    run its part necks (fresh statistics: mean 0, variance 1), so without this its first part features are
+    uncentred (docs/bench/bn_stats.md). Direct transfer is evaluated before the calibration."""
 
 
 class PretrainConfig(_Section):

@@ -41,6 +41,24 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def neck_inputs_statistics(model: SCWMNet, loader: DataLoader, device: torch.device, precision: str = "fp32",
+                           progress: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and unbiased variance, over ``loader``'s images, of what the BN necks normalise: the mean-pooled
+    global feature (``global``, (C,)) and the part-pooled features of Eq. 1 (``parts``, (P * C,)), in eval mode."""
+    from scwm.models.scwm_net import part_pooling
+
+    acc: dict[str, list[torch.Tensor]] = {"global": [], "parts": []}
+
+    def on_batch(out: SCWMOutput, batch: dict[str, Any]) -> None:
+        fmap = out.feature_map.float()
+        acc["global"].append(fmap.mean(dim=(2, 3)).cpu())
+        acc["parts"].append(part_pooling(fmap, out.part_probs.float()).flatten(1).cpu())
+
+    extract(model, loader, device, precision, on_batch=on_batch, desc="neck statistics", progress=progress)
+    return {k: (torch.cat(v).double().mean(0).float(), torch.cat(v).double().var(0).float()) for k, v in acc.items()}
+
+
 def extract(model: SCWMNet, loader: DataLoader, device: torch.device, precision: str = "fp32",
             on_batch: Callable[[SCWMOutput, dict[str, Any]], None] | None = None,
             desc: str = "extract", progress: bool = True) -> dict[str, torch.Tensor]:

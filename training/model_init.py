@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from scwm.data import ImageRecord
 from scwm.models import ModelSpec, SCWMNet, convert_to_chunked_bn
 from scwm.models.backbone import WeightLoadError, extract_backbone_state, load_state_dict_report
 from scwm.utils import load_torch_file
@@ -44,9 +47,21 @@ def initial_weights_file(cfg: TrainConfig) -> Path | None:
     return pretrained_path(cfg) if weights == "pretrain" else Path(weights)
 
 
-def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
+def bn_chunks_per_process(cfg: TrainConfig, world_size: int = 1) -> int:
+    """BatchNorm chunks each process computes: ``model.bn_chunks`` counts chunks of the *global* batch, and each of
+    ``world_size`` processes holds ``1 / world_size`` of it (so 4 chunks on 4 GPUs = one chunk per GPU)."""
+    chunks = cfg.model.bn_chunks
+    if chunks % world_size:
+        raise ValueError(
+            f"model.bn_chunks={chunks} chunks of the global batch cannot be split over {world_size} processes; use a "
+            f"multiple of {world_size} (--model.bn_chunks {world_size} is one chunk per process; BatchNorm over the "
+            "whole global batch would need SyncBatchNorm, which scwm does not use)")
+    return chunks // world_size
+
+
+def build_model(cfg: TrainConfig, device: torch.device, world_size: int = 1) -> SCWMNet:
     """The network with its initial weights (random, ImageNet, a checkpoint, or source pretraining, which is
-    run and cached first if missing)."""
+    run and cached first if missing), its BatchNorm layers chunked for ``world_size`` processes."""
     from .pretrain import run_pretraining  # pretrain needs this module's model_spec / pretrained_path
 
     spec = model_spec(cfg)
@@ -57,13 +72,40 @@ def build_model(cfg: TrainConfig, device: torch.device) -> SCWMNet:
         load_initial_weights(net, path)
     if spec.part_mode == "stripes":
         net.part_head.requires_grad_(False)
-    if cfg.model.bn_chunks > 1:
+    chunks = bn_chunks_per_process(cfg, world_size)
+    if chunks > 1:
         scope = cfg.model.bn_chunk_scope
         if scope in ("all", "trunk"):
-            convert_to_chunked_bn(net.backbone, cfg.model.bn_chunks)
+            convert_to_chunked_bn(net.backbone, chunks)
         if scope in ("all", "necks"):
-            convert_to_chunked_bn(net, cfg.model.bn_chunks, skip=("backbone",))
+            convert_to_chunked_bn(net, chunks, skip=("backbone",))
+    log.info("BatchNorm (%s): %d chunk(s) of the global batch of %d, %d per process, %d images each",
+             cfg.model.bn_chunk_scope, cfg.model.bn_chunks, cfg.optim.batch_size, chunks,
+             cfg.optim.batch_size // cfg.model.bn_chunks)
     return net.to(device)
+
+
+CALIBRATION_IMAGES = 2048
+"""At most this many target training images (a fixed sample) set the necks' statistics."""
+
+
+def calibrate_necks(net: SCWMNet, records: Sequence[ImageRecord], cfg: TrainConfig, device: torch.device) -> None:
+    """``model.calibrate_necks``: set the running statistics of the part (and global) BN necks to the statistics
+    of ``records``' pooled features (AdaBN); the same on every process (a fixed sample, no global RNG)."""
+    which = cfg.model.calibrate_necks
+    if which == "none":
+        return
+    from .features import eval_loader, neck_inputs_statistics
+
+    pick = np.random.RandomState(0).permutation(len(records))[:CALIBRATION_IMAGES]
+    stats = neck_inputs_statistics(net, eval_loader([records[i] for i in sorted(pick)], cfg), device,
+                                   cfg.run.precision, cfg.run.progress)
+    necks = {"parts": net.part_bn} if which == "parts" else {"parts": net.part_bn, "global": net.global_bn}
+    for name, bn in necks.items():
+        mean, var = stats[name]
+        bn.running_mean.copy_(mean.to(bn.running_mean))
+        bn.running_var.copy_(var.to(bn.running_var))
+    log.info("BN necks (%s) calibrated on %d target images", which, len(pick))
 
 
 def load_initial_weights(net: SCWMNet, path: Path) -> None:

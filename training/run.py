@@ -32,7 +32,7 @@ from .config import DeprecatedNameWarning, TrainConfig, config_from_args
 from .datasets import load_train_dataset
 from .features import evaluate
 from .logs import MetricsLog, plot_metrics, setup_logging
-from .model_init import build_model, model_spec
+from .model_init import build_model, calibrate_necks, model_spec
 from .runtime import broadcast_object, check_precision, init_distributed
 from .stages import ClusterTargets, clustering_stage, train_epoch
 
@@ -61,7 +61,7 @@ class Trainer:
         pids = np.array([r.pid for r in self.train_records])
         self.gt_pids = pids if (pids >= 0).all() else None
         self.has_eval = bool(self.dataset.query) and bool(self.dataset.gallery)
-        self.net = build_model(cfg, self.device)
+        self.net = build_model(cfg, self.device, self.env.world_size)
         # Re-seed: pretraining (when it runs here rather than from the cache) consumes random numbers, and
         # a run must not depend on whether the pretrained checkpoint was cached.
         seed_everything(cfg.run.seed + self.env.rank)
@@ -125,6 +125,8 @@ class Trainer:
             self.metrics.truncate_after(-2)
             self.metrics.append(start)
             log.info("before training (direct transfer): %s", _fmt(start))
+        if self.start_epoch == 0:
+            calibrate_necks(self.net, self.train_records, cfg, self.device)
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
             for group in self.optimizer.param_groups:

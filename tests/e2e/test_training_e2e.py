@@ -145,9 +145,12 @@ def test_ddp_two_processes_gloo(world, tmp_path) -> None:
     main(_args(world, tmp_path / "warm", "--optim.epochs", "1"))  # data + pretraining cached
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "training.run", *_args(world, tmp_path / "ddp", "--optim.epochs", "1")]
+           "-m", "training.run", *_args(world, tmp_path / "ddp", "--optim.epochs", "1", "--model.bn_chunks", "2")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # bn_chunks counts chunks of the global batch: 2 chunks on 2 processes is one chunk (plain BatchNorm) per process
+    log_text = (tmp_path / "ddp" / "train.log").read_text() + proc.stderr
+    assert "2 chunk(s) of the global batch of 8, 1 per process, 4 images each" in log_text, log_text[-2000:]
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert 0.0 <= results["final"]["mAP"] <= 1.0
     rec = json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[-1])
