@@ -270,3 +270,23 @@ def test_calibrate_necks_sets_running_stats_of_the_pooled_target_features(tmp_pa
                                        atol=1e-5)
         else:
             assert torch.equal(net.global_bn.running_mean, global_before)
+
+
+def test_extract_keeps_no_autograd_graph(tmp_path) -> None:
+    """Feature extraction runs without autograd: an embedding that kept its graph would hold every batch's
+    activations (a market evaluation grew past 10 GB when the decorator went missing)."""
+    import numpy as np
+    from PIL import Image
+
+    from scwm.data.records import ImageRecord
+    from training.features import eval_loader, extract
+    from training.model_init import build_model
+
+    path = tmp_path / "0001_c1s1_000000_00.png"
+    Image.fromarray(np.zeros((64, 32, 3), dtype=np.uint8)).save(path)
+    cfg = preset_config("smoke", {"model": {"weights": None}, "data": {"height": 64, "width": 32},
+                                  "run": {"progress": False}})
+    net = build_model(cfg, torch.device("cpu"))
+    out = extract(net, eval_loader([ImageRecord(str(path), 1, 0)], cfg), torch.device("cpu"), progress=False)
+    assert not out["global"].requires_grad and not out["parts"].requires_grad
+    assert net.training  # the previous mode is restored

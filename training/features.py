@@ -41,7 +41,6 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def neck_inputs_statistics(model: SCWMNet, loader: DataLoader, device: torch.device, precision: str = "fp32",
                            progress: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Mean and unbiased variance, over ``loader``'s images, of what the BN necks normalise: the mean-pooled
@@ -59,6 +58,7 @@ def neck_inputs_statistics(model: SCWMNet, loader: DataLoader, device: torch.dev
     return {k: (torch.cat(v).double().mean(0).float(), torch.cat(v).double().var(0).float()) for k, v in acc.items()}
 
 
+@torch.no_grad()
 def extract(model: SCWMNet, loader: DataLoader, device: torch.device, precision: str = "fp32",
             on_batch: Callable[[SCWMOutput, dict[str, Any]], None] | None = None,
             desc: str = "extract", progress: bool = True) -> dict[str, torch.Tensor]:
