@@ -1,16 +1,23 @@
 """Gradio demo of a served SCWM model: search a gallery with a query image and see the body parts the model
 learned to segment without part labels.
 
-``python app.py [--index exports/index] [--model PATH] [--host 127.0.0.1] [--port 7860] [--share false]``
+``python app.py [--index exports/index] [--model PATH] [--host 127.0.0.1] [--port 7860] [--share false]
+[--auth USER:PASS]``
 
 Without ``--index`` it opens ``exports/index`` (else ``exports/demo/index``). When there is nothing to open
 it lists the commands that create the artifacts and offers a one-click demo gallery. Helpers live in
 :mod:`serving.app`; :func:`build_app` returns the ``gr.Blocks`` and :func:`launch` serves it.
+
+Exposure: the web server serves only the example query files and what Gradio writes to its cache (rendered
+tiles, uploads), never the project folder; the page names files relative to the project, never by absolute
+path; uploads are limited (:mod:`serving.app.uploads`). A non-loopback ``--host`` or ``--share true`` prints a
+warning; ``--auth`` (or ``$SCWM_APP_AUTH``) requires a login.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -28,14 +35,16 @@ from serving.app.session import (  # noqa: E402
     DEMO_INDEX_DIR,
     QUERY_HEIGHT,
     AppState,
-    dataset_roots,
     panels,
     run_search,
+    served_paths,
 )
+from serving.app.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from serving.app.views import VIEW_MODES  # noqa: E402
 from serving.index import DEFAULT_INDEX_DIR, MANIFEST  # noqa: E402
 
 log = logging.getLogger("scwm.app")
+AUTH_ENV = "SCWM_APP_AUTH"
 
 CSS = """
 .scwm-legend {display:flex; flex-wrap:wrap; gap:6px 16px; align-items:center; padding:4px 2px;}
@@ -118,8 +127,8 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
                 result = run_search(state, q, kk, m, a, prot)
             except (ValueError, RuntimeError, OSError) as exc:
                 log.exception("search failed")
-                gr.Warning(f"Search failed: {exc}")
-                return None, [], f"⚠️ Search failed: {exc}", []
+                gr.Warning(f"Search failed: {state.redact(str(exc))}")
+                return None, [], f"⚠️ Search failed: {state.redact(str(exc))}", []
             if result.warning:
                 gr.Warning(result.warning)
             return result.outputs
@@ -136,6 +145,7 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
         def refresh() -> tuple:
             if state.retriever is None and (state.index_dir / MANIFEST).is_file() and not state.build_lock.locked():
                 state.open(state.index_dir)  # made by the commands since the app started
+                sync_served_paths(demo)
             pp = panels(state)
             ok = state.retriever is not None
             return (pp["header"], gr.Column(visible=not ok), pp["setup"], gr.Button(value=pp["build_label"]),
@@ -150,10 +160,13 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
                 plan = state.plan()
                 index_dir = build_demo(plan, state.root, lambda f, msg: progress(f, desc=msg))
                 ok = state.open(index_dir)
-                msg = f"Built `{index_dir}`." if ok else f"⚠️ Built `{index_dir}` but could not open it: {state.error}"
+                sync_served_paths(demo)
+                where = state.display(index_dir)
+                msg = f"Built `{where}`." if ok else \
+                    f"⚠️ Built `{where}` but could not open it: {state.redact(state.error or '')}"
             except (ValueError, RuntimeError, OSError) as exc:
                 log.exception("demo build failed")
-                msg = f"⚠️ Building the demo gallery failed: {exc}"
+                msg = f"⚠️ Building the demo gallery failed: {state.redact(str(exc))}"
             finally:
                 state.build_lock.release()
             return (*refresh(), msg)
@@ -163,22 +176,64 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
     return demo
 
 
-def _allowed_paths(demo: gr.Blocks) -> list[str]:
+def sync_served_paths(demo: gr.Blocks) -> tuple[list[str], list[str]]:
+    """Set the files Gradio's file route may serve from what is loaded now (see
+    :func:`serving.app.session.served_paths`); called at launch and whenever a gallery is (re)opened."""
     state: AppState = demo.scwm_state  # type: ignore[attr-defined]
-    paths = {str(state.root.resolve())}
-    if state.retriever is not None:
-        paths.update(str(p.resolve()) for p in dataset_roots(state.retriever.gallery_items))
-    return sorted(paths)
+    from gradio.utils import get_cache_folder, get_upload_folder
+
+    allowed, blocked = served_paths(state, keep=[get_upload_folder(), get_cache_folder()])
+    demo.allowed_paths, demo.blocked_paths = allowed, blocked  # read by the file route on every request
+    return allowed, blocked
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           block: bool = True, quiet: bool = False) -> str:
-    """Serve ``demo``; returns the local URL (``block=False`` returns at once; stop with ``demo.close()``)."""
+           block: bool = True, quiet: bool = False, auth: tuple[str, str] | None = None) -> str:
+    """Serve ``demo``; returns the local URL (``block=False`` returns at once; stop with ``demo.close()``).
+    ``auth`` = (user, password) requires a login for the page, the API and the files."""
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
+    allowed, blocked = sync_served_paths(demo)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-                            quiet=quiet, theme=theme, css=CSS, allowed_paths=_allowed_paths(demo),
-                            max_file_size="100mb", footer_links=[], show_error=False)
+                            quiet=quiet, theme=theme, css=CSS, allowed_paths=allowed, blocked_paths=blocked,
+                            max_file_size=MAX_UPLOAD_BYTES, auth=auth, footer_links=[], show_error=False)
+    sync_served_paths(demo)  # launch() takes $GRADIO_ALLOWED_PATHS instead of an empty list: ours win
     return url
+
+
+def parse_auth(text: str) -> tuple[str, str]:
+    """``"user:password"`` -> ``(user, password)`` (the password may contain ``:``); a ValueError (which never
+    repeats the password) when the user or the password is missing."""
+    user, sep, password = text.partition(":")
+    if not sep or not user.strip() or not password:
+        raise ValueError("expected USER:PASSWORD with a non-empty user and password")
+    return user.strip(), password
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(host: str, share: bool, auth: tuple[str, str] | None = None) -> list[str]:
+    """Warnings to print when the gallery becomes reachable by others (non-loopback host, share link)."""
+    out = []
+    if not is_loopback(host):
+        where = "all network interfaces" if host.strip("[]") in ("0.0.0.0", "::", "") else host
+        out.append(f"--host {host} listens on {where}: the gallery becomes public to anyone who can reach this "
+                   "machine (they can search it and see its images).")
+    if share:
+        out.append("--share true creates a public gradio.live link: the gallery becomes public to anyone with the "
+                   "link (they can search it and see its images).")
+    if out:
+        out.append("The app is protected by a login (--auth)." if auth else
+                   f"Consider requiring a login: --auth USER:PASS or ${AUTH_ENV}=USER:PASS.")
+    return out
 
 
 def _bool(text: str) -> bool:
@@ -198,7 +253,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--share", type=_bool, default=False, help="create a public Gradio share link (default: false)")
     ap.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default: CUDA if available)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    ap.add_argument("--auth", metavar="USER:PASS",
+                    help=f"require this login (default: ${AUTH_ENV} if set; prefer the variable, command lines "
+                         "are visible to other users of the machine)")
     args = ap.parse_args(argv)
+    raw_auth = args.auth if args.auth is not None else (os.environ.get(AUTH_ENV) or None)
+    try:
+        auth = parse_auth(raw_auth) if raw_auth is not None else None
+    except ValueError as exc:
+        ap.error(f"{'--auth' if args.auth is not None else AUTH_ENV}: {exc}")
+    for warning in exposure_warnings(args.host, args.share, auth):
+        print(f"warning: {warning}", file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     demo = build_app(args.index, args.model, ".", args.providers, args.threads)
     state: AppState = demo.scwm_state  # type: ignore[attr-defined]
@@ -207,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"serving {state.retriever!r}")
     try:
-        launch(demo, args.host, args.port, args.share)
+        launch(demo, args.host, args.port, args.share, auth=auth)
     except OSError as exc:
         print(f"error: cannot start the server on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -59,6 +59,6 @@ def test_search_without_a_gallery_or_query_is_a_message(tmp_path: Path) -> None:
     assert result.outputs == (None, [], "No gallery is loaded: see the instructions above.", [])
     bad = tmp_path / "notes.txt"
     bad.write_text("not an image")
-    img, err = check_image(bad)
+    img, err, _ = check_image(bad)
     assert img is None and "not an image" in (err or "")
 

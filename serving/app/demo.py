@@ -32,8 +32,9 @@ def find_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def missing_artifacts_markdown(index_dir: str | os.PathLike[str], error: str | None, plan: DemoPlan) -> str:
-    """What is missing and the exact commands that create it."""
-    ckpt = plan.checkpoint or Path("runs/synthetic/model.pt")
+    """What is missing and the exact commands that create it (``index_dir`` and ``error`` are shown as given)."""
+    ckpt = Path("runs", plan.checkpoint.parent.name, plan.checkpoint.name) if plan.checkpoint \
+        else Path("runs/synthetic/model.pt")  # relative: checkpoints are root/runs/*/model.pt
     lines = ["## No gallery index to search yet", ""]
     if error:
         lines += [f"Could not open `{index_dir}`: {error}", ""]

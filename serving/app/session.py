@@ -1,5 +1,6 @@
-"""What the app holds and does, without Gradio: the loaded retriever (:class:`AppState`), upload checks, the
-Market protocol, example queries, the gallery parse cache, and one search turned into views and a status line."""
+"""What the app holds and does, without Gradio: the loaded retriever (:class:`AppState`), the files the web
+server may serve, the Market protocol, example queries, the gallery parse cache, and one search turned into views
+and a status line. Uploads are checked by :func:`serving.app.uploads.check_image`."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from serving.app.demo import DemoPlan, is_untrained_demo, missing_artifacts_markdown, plan_demo
+from serving.app.uploads import MAX_PIXELS, check_image
 from serving.app.views import (
     MATCH_RGB,
     MISMATCH_RGB,
@@ -26,16 +28,18 @@ from serving.app.views import (
     is_match,
     legend_html,
     model_info_markdown,
+    public_name,
+    redact_paths,
     render_view,
 )
 from serving.index import DEFAULT_INDEX_DIR, MANIFEST, parse_market_name
 from serving.retriever import Hit, Retriever
 
 __all__ = ["MAX_PIXELS", "DEMO_INDEX_DIR", "TILE_HEIGHT", "QUERY_HEIGHT", "AppState", "SearchResult", "run_search",
-           "header", "panels", "check_image", "exclude_junk", "dataset_roots", "example_queries", "ParseCache"]
+           "header", "panels", "check_image", "exclude_junk", "dataset_roots", "example_queries", "ParseCache",
+           "served_paths"]
 
 log = logging.getLogger("scwm.app")
-MAX_PIXELS = 50_000_000
 DEMO_INDEX_DIR = Path("exports/demo/index")
 TILE_HEIGHT = 256
 QUERY_HEIGHT = 320
@@ -45,35 +49,6 @@ INTRO = ("Upload a photo of a person or pick an example: the model finds the sam
          "the body parts it learned to segment **without any identity or part labels**.")
 DEMO_BANNER = ("\n\n> ⚠️ **Untrained demo model** (random weights) on the tiny synthetic world: it shows how the app "
                "works, not what SCWM learns. Train with `python -m training.run` for real results.")
-
-
-def check_image(path: str | os.PathLike[str] | None, max_pixels: int = MAX_PIXELS,
-                ) -> tuple[Image.Image | None, str | None]:
-    """Decode an uploaded file to RGB, or return ``(None, readable reason)``; the size is checked from the
-    header before any pixels are decoded."""
-    if path is None or str(path) == "":
-        return None, "Upload a query image or pick one of the examples."
-    p = Path(path)
-    name = p.name
-    if not p.is_file():
-        return None, f"The uploaded file {name} could not be found; please upload it again."
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                return None, (f"{name} is {w}×{h} = {w * h / 1e6:.1f} megapixels; images over "
-                              f"{max_pixels / 1e6:.0f} megapixels are refused. Crop the person first.")
-            if w == 0 or h == 0:
-                return None, f"{name} is empty ({w}×{h})."
-            im.load()
-            rgb = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "RGBA") else im.convert("RGB")
-    except UnidentifiedImageError:
-        return None, f"{name} is not an image (expected JPEG, PNG, WebP, BMP, ...)."
-    except Image.DecompressionBombError:
-        return None, f"{name} is far too large to decode; images over {max_pixels / 1e6:.0f} megapixels are refused."
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        return None, f"{name} could not be decoded ({exc})."
-    return rgb, None
 
 
 def exclude_junk(hits: Sequence[Hit], q_pid: int | None, q_cam: int | None, k: int) -> list[Hit]:
@@ -187,6 +162,14 @@ class AppState:
         self._junk = sum(n for (pid, _), n in self._pairs.items() if pid is not None and pid < 0)
         return True
 
+    def display(self, path: str | os.PathLike[str]) -> str:
+        """``path`` as the page may show it: relative to the project root, else its name."""
+        return public_name(path, self.root)
+
+    def redact(self, text: str) -> str:
+        """``text`` (an error message) without absolute server paths."""
+        return redact_paths(text, self.root)
+
     def plan(self) -> DemoPlan:
         """What the one-click build would do now."""
         return plan_demo(self.root)
@@ -197,6 +180,26 @@ class AppState:
             return 0
         return self._pairs.get((pid, cam), 0) + self._junk
 
+
+def served_paths(state: AppState, keep: Sequence[str | os.PathLike[str]] = ()) -> tuple[list[str], list[str]]:
+    """``(allowed, blocked)`` absolute paths for Gradio's file route.
+
+    Allowed are only the example query files the page shows (exact files, no folders); everything else the
+    browser fetches (result tiles, query views, example thumbnails, uploads) is written by Gradio to its own
+    cache. Gallery originals are never sent un-rendered, so they are not served. Blocked (defence in depth) are
+    the index directory, the model file and the project's ``runs/``, ``exports/``, ``.venv/`` and ``.git/``,
+    except a blocked folder that holds an allowed file or a ``keep`` folder (Gradio's cache)."""
+    allowed = sorted({str(p.resolve()) for p in state.examples if p.is_file()})
+    root = state.root.resolve()
+    candidates = [state.index_dir, root / "runs", root / "exports", root / ".venv", root / ".git"]
+    candidates += [p for p in (state.model, state.retriever and state.retriever.engine.model_path) if p]
+    protect = [Path(a) for a in allowed] + [Path(k).resolve() for k in keep]
+    blocked = set()
+    for c in candidates:
+        c = Path(c).resolve()
+        if not any(x == c or x.is_relative_to(c) for x in protect):
+            blocked.add(str(c))
+    return allowed, sorted(blocked)
 
 
 def header(state: AppState) -> str:
@@ -229,12 +232,13 @@ def run_search(state: AppState, query: str | None, k: float, mode: str, alpha: f
         return SearchResult(None, [], "No gallery is loaded: see the instructions above.", [])
     if query is None:
         return SearchResult(None, [], "Upload a query image or pick one of the examples.", [])
-    img, err = check_image(query)
+    img, err, notes = check_image(query)
     if img is None:
         return SearchResult(None, [], f"⚠️ {err}", [], err or "invalid image")
     if len(r) == 0:
-        msg = (f"The gallery `{state.index_dir}` is empty: add images with "
-               f"`python -m serving.index add --index {state.index_dir} --images DIR`.")
+        where = state.display(state.index_dir)
+        msg = (f"The gallery `{where}` is empty: add images with "
+               f"`python -m serving.index add --index {where} --images DIR`.")
         return SearchResult(None, [], f"⚠️ {msg}", [], "The gallery is empty.")
     mode = mode if mode in VIEW_MODES else "Overlay"
     k = max(1, int(k))
@@ -262,6 +266,7 @@ def run_search(state: AppState, query: str | None, k: float, mode: str, alpha: f
         if protocol:
             status.append("same-camera images of this identity hidden")
     status.append(f"{elapsed:.0f} ms")
+    status.extend(f"_{n}_" for n in notes)
     return SearchResult(q_view, tiles, " · ".join(status), hits_json(hits, q_pid))
 
 
@@ -271,10 +276,12 @@ def panels(state: AppState) -> dict[str, Any]:
     plan = state.plan()
     return {
         "header": header(state),
-        "setup": missing_artifacts_markdown(state.index_dir, state.error, plan) if r is None else "",
+        "setup": missing_artifacts_markdown(state.display(state.index_dir),
+                                            state.redact(state.error) if state.error else None, plan)
+        if r is None else "",
         "build_label": "Build demo gallery" if plan.checkpoint is None else f"Export {plan.checkpoint.parent.name} "
                                                                          "model and build gallery",
-        "info": model_info_markdown(r) if r is not None else "",
+        "info": model_info_markdown(r, state.root) if r is not None else "",
         "legend": legend_html(r.part_names, any(it.get("pid") is not None for it in r.gallery_items))
         if r is not None else "",
         "examples": [[str(p)] for p in state.examples],

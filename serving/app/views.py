@@ -4,6 +4,8 @@ frames, the model/gallery panel and the results as JSON. No Gradio here."""
 from __future__ import annotations
 
 import html
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from serving.app.demo import DEMO_SOURCE
 from serving.retriever import Hit, Retriever, upsample_labels
 
 __all__ = ["VIEW_MODES", "MATCH_RGB", "MISMATCH_RGB", "part_colors", "legend_html", "colorize", "render_view",
-           "is_match", "caption", "hits_json", "model_info_markdown"]
+           "is_match", "caption", "hits_json", "model_info_markdown", "public_name", "redact_paths"]
 
 VIEW_MODES = ("Overlay", "Parts", "Image")
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -127,20 +129,50 @@ def caption(hit: Hit, q_pid: int | None, q_cam: int | None) -> str:
     return " · ".join(parts)
 
 
+def public_name(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> str:
+    """How the page names a server file: relative to ``base`` when inside it, else just the file name (never an
+    absolute path)."""
+    p = Path(path)
+    if base is not None:
+        try:
+            rel = Path(os.path.abspath(p)).relative_to(os.path.abspath(base))
+        except ValueError:
+            rel = None
+        if rel is not None:
+            return rel.as_posix() if rel.parts else "."
+    if not p.is_absolute() and ".." not in p.parts:
+        return p.as_posix()
+    return p.name or "."
+
+
+# an absolute path (two components or more) not preceded by a word, a dot, a colon (URLs) or another slash
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/`'\"()<>\[\]{},;|*]+/)+(?=[^\s/`'\"()<>\[\]{},;|*])")
+
+
+def redact_paths(text: str, root: str | os.PathLike[str] | None = None) -> str:
+    """``text`` (e.g. an error message) for the page: paths under ``root`` made relative, other absolute paths
+    cut to their last component (``…/name``)."""
+    if root is not None:
+        for r in {os.path.abspath(root), os.path.realpath(root)}:
+            text = text.replace(r.rstrip("/") + "/", "")
+    return _ABS_PATH.sub("…/", text)
+
+
 def hits_json(hits: Sequence[Hit], q_pid: int | None) -> list[dict[str, Any]]:
-    """Results as plain dicts (for the JSON panel and API clients)."""
+    """Results as plain dicts (for the JSON panel and API clients); ``image`` is the file name only."""
     out = []
     for h in hits:
         d = h.to_dict()
-        # a "path" key would make Gradio treat the dict as a file to transfer
-        d["image"] = d.pop("path")
+        # a "path" key would make Gradio treat the dict as a file to transfer; no server paths on the page
+        d["image"] = Path(d.pop("path")).name
         d["match"] = is_match(h, q_pid)
         out.append(d)
     return out
 
 
-def model_info_markdown(retriever: Retriever) -> str:
-    """Model and gallery facts as a Markdown table."""
+def model_info_markdown(retriever: Retriever, root: str | os.PathLike[str] | None = None) -> str:
+    """Model and gallery facts as a Markdown table; the index directory is named relative to ``root`` and the
+    model relative to the index directory (else by file name)."""
     info = retriever.info()
     model, m = info["model"], info["index"]
     meta, spec = model["metadata"], model["spec"]
@@ -150,8 +182,11 @@ def model_info_markdown(retriever: Retriever) -> str:
     source = meta.get("scwm.source_checkpoint", "?")
     if source == DEMO_SOURCE:
         source = "**untrained demo model (random weights)**"
+    elif source != "?":
+        source = f"`{public_name(source, root)}`"
+    index_dir = m["directory"]
     rows = [
-        ("Model file", f"`{model['path']}`"),
+        ("Model file", f"`{public_name(model['path'], index_dir)}`"),
         ("Model version", f"scwm {meta.get('scwm.version', spec['version'])} · "
                           f"exported {meta.get('scwm.exported_at', '?')}"),
         ("Trained from", source),
@@ -163,7 +198,7 @@ def model_info_markdown(retriever: Retriever) -> str:
         ("Gallery", f"{m['count']:,} images" + (f" · {len(pids):,} identities · {len(cams)} cameras" if pids else "")),
         ("Index", f"{m.get('index_type', '?')} (factory `{m.get('factory', '?')}`, {m.get('metric', '?')})"
                   + (" on GPU" if m["on_gpu"] else " on CPU")),
-        ("Index directory", f"`{m['directory']}`"),
+        ("Index directory", f"`{public_name(index_dir, root)}`" if index_dir else "in memory"),
         ("Providers", ", ".join(model["providers"])),
     ]
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
