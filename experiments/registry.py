@@ -174,6 +174,8 @@ GRIDS: dict[str, Grid] = {
                 "fp32, 8 x 40 iterations, evaluated every epoch (current)", _STRONG, groups=("table1", "peers")),
     "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
                     "before 2026-12-03)", _STRONG, groups=("table1", "peers")),
+    "zoo-calib": Grid("zoo-calib", "as `zoo` with the part BN necks calibrated on the target before the first "
+                      "clustering (`--model.calibrate_necks parts`)", _STRONG, groups=("table1", "peers")),
     "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),
     "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16" + _OLD, _EARLY,
