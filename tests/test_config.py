@@ -44,6 +44,9 @@ def _other_value(flag: str, ann, current):
         return current + 1, str(current + 1)
     if ann is float:
         return current * 2, repr(current * 2)
+    if typing.get_origin(ann) is list:  # data.mean / data.std: three values
+        other = [v / 2 for v in current]
+        return other, [repr(v) for v in other]
     return "some/value", "some/value"
 
 
@@ -70,9 +73,7 @@ def test_every_flag_sets_its_field(flag: str, ann) -> None:
     section, name = flag.split(".")
     current = getattr(getattr(base, section), name)
     expected, text = _other_value(flag, ann, current)
-    argv = [f"--{flag}", text]
-    if flag == "run.eval_every":
-        argv = [f"--{flag}", text]
+    argv = [f"--{flag}", *([text] if isinstance(text, str) else text)]
     cfg, _ = config_from_args(argv)
     assert getattr(getattr(cfg, section), name) == expected
     assert getattr(getattr(cfg, section), name) != current
@@ -160,7 +161,9 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
     the same fields at another value make another run (for the trainer's resume check too)."""
     base = preset_config("synthetic")
     fields = {("loss", "diversity_sum"): (False, True), ("cluster", "far_pairs"): ("constant", "feature"),
-              ("model", "bn_chunk_scope"): ("all", "trunk"), ("model", "calibrate_necks"): ("none", "parts")}
+              ("model", "bn_chunk_scope"): ("all", "trunk"), ("model", "calibrate_necks"): ("none", "parts"),
+              ("data", "mean"): ([0.485, 0.456, 0.406], [0.357, 0.323, 0.328]),
+              ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239])}
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy
         recorded = base.fingerprint_dict()
@@ -169,7 +172,8 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
         for sec, key in (("run", "output"), ("run", "progress"), ("run", "resume"), ("run", "eval_every"),
                          ("run", "save_every"), ("run", "device"), ("run", "eval_batch_size"),
                          ("data", "num_workers"), ("optim", "epochs"), ("loss", "diversity_sum"),
-                         ("cluster", "far_pairs"), ("model", "bn_chunk_scope"), ("model", "calibrate_necks")):
+                         ("cluster", "far_pairs"), ("model", "bn_chunk_scope"), ("model", "calibrate_necks"),
+                         ("data", "mean"), ("data", "std")):
             del dump[sec][key]
         assert _hash(dump) == base.fingerprint(for_resume=True)
         for sec, key in (("run", "resume"), ("run", "eval_every"), ("run", "save_every"), ("run", "device"),
@@ -178,6 +182,27 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
         assert _hash(dump) == base.fingerprint()
         changed = preset_config("synthetic", {section: {name: other}})
         assert changed.fingerprint_dict()[section][name] == other and changed.fingerprint() != base.fingerprint()
+
+
+def test_pixel_statistics_flags_and_validation() -> None:
+    """``--data.mean`` / ``--data.std`` take three values each; wrong lengths, non-positive std and 0-255
+    statistics are refused with a message naming the field; defaults are ImageNet's (scwm.data's constants)."""
+    from scwm.data import IMAGENET_MEAN, IMAGENET_STD
+
+    base = preset_config("smoke")
+    assert tuple(base.data.mean) == IMAGENET_MEAN and tuple(base.data.std) == IMAGENET_STD
+    cfg, _ = config_from_args(["--data.mean", "0.4815", "0.4578", "0.4082", "--data.std", "0.2686", "0.2613",
+                               "0.2758", "--model.backbone", "plip_resnet50"])
+    assert (cfg.data.mean, cfg.data.std) == ([0.4815, 0.4578, 0.4082], [0.2686, 0.2613, 0.2758])
+    assert cfg.model.backbone == "plip_resnet50"
+    with pytest.raises(SystemExit):
+        config_from_args(["--data.mean", "0.5", "0.5"])
+    assert preset_config("smoke").model.weights == "pretrain"
+    assert config_from_args(["--preset", "smoke", "--model.weights", "none"])[0].model.weights is None
+    for bad, match in (({"mean": [0.5, 0.5]}, "data.mean needs 3 values"), ({"std": [0.2, 0.0, 0.2]}, "data.std"),
+                       ({"std": [0.2, -0.1, 0.2]}, "> 0"), ({"mean": [123.7, 116.3, 103.5]}, "divide 0-255")):
+        with pytest.raises(ValueError, match=match):
+            preset_config("smoke", {"data": bad})
 
 
 def test_old_names_give_the_same_fingerprint() -> None:

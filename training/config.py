@@ -28,10 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 if TYPE_CHECKING:
     from scwm.losses import LossTerms
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Default pixel statistics (``data.mean`` / ``data.std``); equal to :data:`scwm.data.IMAGENET_MEAN` / ``STD``."""
 
 PartSource = Literal["scc", "cascaded", "foreground", "space", "stripes", "none", "gt"]
 """Where pseudo part masks come from (paper Table 1-2): ``scc`` = both corrections (SCWM),
@@ -91,15 +95,35 @@ class DataConfig(_Section):
     width: int = 64
     num_workers: int = Field(2, json_schema_extra={"resume_free": True})
     """DataLoader worker processes (0 = load in the main process)."""
+    mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN),
+                              json_schema_extra={"legacy_value": list(IMAGENET_MEAN)})
+    """Per-channel (RGB) pixel mean for normalisation, pixels scaled to [0, 1]: ``(x - mean) / std`` in training,
+    evaluation, checkpoints and exports (ImageNet's by default; PLIP checkpoints want their own, see the README)."""
+    std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD),
+                             json_schema_extra={"legacy_value": list(IMAGENET_STD)})
+    """Per-channel (RGB) pixel standard deviation for normalisation (see ``mean``)."""
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _check_pixel_statistics(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        if len(value) != 3:
+            raise ValueError(f"data.{info.field_name} needs 3 values (R G B), got {len(value)}: {value}")
+        is_mean = info.field_name == "mean"
+        if not all((0 <= v if is_mean else 0 < v) and v <= 1 for v in value):
+            bound = "in [0, 1]" if is_mean else "> 0 and <= 1"
+            raise ValueError(f"data.{info.field_name} values must be {bound} (pixels scaled to [0, 1]; divide 0-255 "
+                             f"statistics by 255), got {value}")
+        return value
 
 
 class ModelConfig(_Section):
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet18"
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101", "plip_resnet50"] = "resnet18"
+    """Trunk: a torchvision ResNet, or PLIP's ResNet-50 (CLIP's modified ResNet; the paper's backbone)."""
     num_parts: int = Field(4, ge=2)
     """l in the paper: foreground parts + background."""
     weights: str | None = None
-    """Initial weights: None, "imagenet", a checkpoint path, or "pretrain" (supervised source
-    pretraining, run and cached automatically if missing)."""
+    """Initial weights: None, "imagenet", a checkpoint path (scwm, torchvision, fast-reid or PLIP; it must hold the
+    whole trunk), or "pretrain" (supervised source pretraining, run and cached automatically if missing)."""
     bn_chunks: int = Field(4, ge=1)
     """Compute BatchNorm statistics over this many identity-aligned chunks of the batch, to reproduce
     multi-GPU statistics on one device (the single-GPU collapse reported by Cluster Contrast / PPLR users:
@@ -283,6 +307,12 @@ def _identity(model: type[BaseModel], data: dict[str, Any], for_resume: bool) ->
     return out
 
 
+def off_legacy(section: BaseModel, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields ``names`` of a config section (JSON values), except those at their ``legacy_value``: what a
+    record made before they existed must add to describe the same thing (e.g. the pretraining recipe)."""
+    return _identity(type(section), section.model_dump(mode="json", include=set(names)), False)
+
+
 # --------------------------------------------------------------------------------------------- presets
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
@@ -413,7 +443,8 @@ class _LegacyFlag(argparse.Action):
 
 def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParser:
     """Argument parser with ``--preset``, ``--config``, one ``--section.field`` flag per field, and the old
-    flags of renamed fields (hidden from ``--help``)."""
+    flags of renamed fields (hidden from ``--help``). A field flag not given is absent from the namespace (so that
+    ``--model.weights none`` can set None)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="synthetic", choices=sorted(PRESETS),
                         help="named preset the other options override")
@@ -421,13 +452,17 @@ def build_parser(prog: str = "python -m training.run") -> argparse.ArgumentParse
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     for flag, ann in _field_flags(TrainConfig):
         choices = typing.get_args(ann) if typing.get_origin(ann) is Literal else None
-        parser.add_argument(f"--{flag}", dest=flag, default=None, type=_converter(ann), choices=choices,
+        if typing.get_origin(ann) is list:  # data.mean / data.std: three values after the flag
+            parser.add_argument(f"--{flag}", dest=flag, default=argparse.SUPPRESS, nargs=3, metavar=("R", "G", "B"),
+                                type=_converter(typing.get_args(ann)[0]), help=_field_help(flag))
+            continue
+        parser.add_argument(f"--{flag}", dest=flag, default=argparse.SUPPRESS, type=_converter(ann), choices=choices,
                             metavar=flag.split(".")[-1].upper(), help=_field_help(flag))
     for section, names in LEGACY_NAMES.items():
         fields = TrainConfig.model_fields[section].annotation.model_fields  # type: ignore[union-attr]
         for old, new in names.items():
-            parser.add_argument(f"--{section}.{old}", dest=f"{section}.{new}", default=None, action=_LegacyFlag,
-                                type=_converter(fields[new].annotation), help=argparse.SUPPRESS)
+            parser.add_argument(f"--{section}.{old}", dest=f"{section}.{new}", default=argparse.SUPPRESS,
+                                action=_LegacyFlag, type=_converter(fields[new].annotation), help=argparse.SUPPRESS)
     return parser
 
 
@@ -438,10 +473,11 @@ def config_from_args(argv: list[str] | None = None,
     ns = parser.parse_args(argv)
     overrides = upgrade_legacy_names(load_yaml(ns.config)) if ns.config else {}
     overrides.pop("preset", None)
+    given = vars(ns)
     for flag, _ in _field_flags(TrainConfig):
-        value = getattr(ns, flag)
-        if value is None:
+        if flag not in given:
             continue
+        value = given[flag]
         node = overrides
         *parents, leaf = flag.split(".")
         for p in parents:

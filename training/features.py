@@ -24,7 +24,8 @@ def eval_loader(records: Sequence[ImageRecord], cfg: TrainConfig, with_gt_masks:
 
     It has a generator of its own: starting an iterator draws a seed, which must not come from the global
     RNG, or how often a run evaluates would change its training."""
-    ds = ReIDImageDataset(records, EvalTransform(cfg.data.height, cfg.data.width), use_gt_masks=with_gt_masks)
+    tf = EvalTransform(cfg.data.height, cfg.data.width, mean=cfg.data.mean, std=cfg.data.std)
+    ds = ReIDImageDataset(records, tf, use_gt_masks=with_gt_masks)
     return DataLoader(ds, batch_size=cfg.run.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers,
                       collate_fn=collate_skip_none, generator=torch.Generator())
 

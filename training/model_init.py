@@ -11,7 +11,12 @@ import torch
 
 from scwm.data import ImageRecord
 from scwm.models import ModelSpec, SCWMNet, convert_to_chunked_bn
-from scwm.models.backbone import WeightLoadError, extract_backbone_state, load_state_dict_report
+from scwm.models.backbone import (
+    WeightLoadError,
+    checkpoint_state_dict,
+    extract_backbone_state,
+    load_state_dict_report,
+)
 from scwm.utils import load_torch_file
 
 from .config import TrainConfig
@@ -20,6 +25,8 @@ log = logging.getLogger("scwm")
 
 PART_BRANCH_PREFIXES = ("part_head.", "part_bn.")
 """Parameters whose shape depends on ``model.num_parts`` (the part head G and the part BN neck)."""
+NECK_PREFIXES = ("global_bn.", *PART_BRANCH_PREFIXES)
+"""Keys beside ``backbone.*`` that mark a whole scwm network (checkpoint or zoo file), not a backbone only."""
 
 
 def model_spec(cfg: TrainConfig, part_names: list[str] | None = None) -> ModelSpec:
@@ -29,7 +36,8 @@ def model_spec(cfg: TrainConfig, part_names: list[str] | None = None) -> ModelSp
     if part_names is None or len(part_names) != cfg.model.num_parts:
         names = [f"part{i + 1}" for i in range(cfg.model.num_parts - 1)] + ["background"]
     return ModelSpec(backbone=cfg.model.backbone, num_parts=cfg.model.num_parts, height=cfg.data.height,
-                     width=cfg.data.width, part_names=names or list(part_names or []), part_mode=mode)
+                     width=cfg.data.width, mean=tuple(cfg.data.mean), std=tuple(cfg.data.std),
+                     part_names=names or list(part_names or []), part_mode=mode)
 
 
 def pretrained_path(cfg: TrainConfig) -> Path:
@@ -109,7 +117,8 @@ def calibrate_necks(net: SCWMNet, records: Sequence[ImageRecord], cfg: TrainConf
 
 
 def load_initial_weights(net: SCWMNet, path: Path) -> None:
-    """Load a whole-network scwm checkpoint (``backbone.*`` keys) or backbone-only weights into ``net``.
+    """Load a whole-network scwm checkpoint (``backbone.*`` and neck keys) or backbone weights (any format
+    :func:`scwm.models.backbone.extract_backbone_state` reads) into ``net``; the whole trunk must be there.
 
     A checkpoint made for another number of parts (e.g. the source-pretrained one, which is built with
     the default ``l`` and never trains its part branch) still initialises the backbone and global neck;
@@ -119,9 +128,8 @@ def load_initial_weights(net: SCWMNet, path: Path) -> None:
     if not path.is_file():
         raise WeightLoadError(f"initial weights not found: {path}")
     obj = load_torch_file(path, WeightLoadError, "initial weights")
-    state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
-    full = {k.removeprefix("module."): v for k, v in state.items() if "classifier" not in k}
-    if any(k.startswith("backbone.") for k in full):
+    full = {k: v for k, v in checkpoint_state_dict(obj, str(path)).items() if "classifier" not in k}
+    if any(k.startswith("backbone.") for k in full) and any(k.startswith(NECK_PREFIXES) for k in full):
         own = net.state_dict()
         misfit = [k for k, v in full.items() if k.startswith(PART_BRANCH_PREFIXES) and k in own
                   and own[k].shape != v.shape]
@@ -129,7 +137,7 @@ def load_initial_weights(net: SCWMNet, path: Path) -> None:
             log.info("%s was built for another number of parts: part head / part BN not loaded (%s)", path,
                      ", ".join(misfit))
             full = {k: v for k, v in full.items() if k not in misfit}
-        load_state_dict_report(net, full, str(path))
+        load_state_dict_report(net, full, str(path), required="backbone.")
     else:
-        load_state_dict_report(net.backbone, extract_backbone_state(obj, str(path)), str(path))
+        load_state_dict_report(net.backbone, extract_backbone_state(full, str(path)), str(path))
     log.info("initial weights from %s", path)

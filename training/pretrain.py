@@ -30,7 +30,7 @@ from scwm.data.records import ReIDDataset
 from scwm.models import ModelSpec, SCWMNet
 from scwm.utils import atomic_torch_save, seed_everything
 
-from .config import TrainConfig, config_from_args
+from .config import TrainConfig, config_from_args, off_legacy
 from .datasets import ensure_synthetic
 from .features import evaluate
 from .logs import MetricsLog, setup_logging
@@ -71,10 +71,12 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
 def pretrain_recipe(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """The config fields that source pretraining reads (a zoo file's ``recipe``): equal recipes on the same
     kind of CPU (and thread count) give the same weights, hence the same zoo file."""
+    data = {"height": cfg.data.height, "width": cfg.data.width, "num_workers": cfg.data.num_workers}
+    # pixel statistics only when not the defaults, which earlier zoo files were made with (and do not record)
+    data.update(off_legacy(cfg.data, ("mean", "std")))
     return {"pretrain": {k: v for k, v in cfg.pretrain.model_dump().items() if k != "checkpoint"},
             "model": {"backbone": cfg.model.backbone, "num_parts": cfg.model.num_parts},
-            "data": {"height": cfg.data.height, "width": cfg.data.width, "num_workers": cfg.data.num_workers},
-            "run": {"precision": cfg.run.precision, "device": device.type}}
+            "data": data, "run": {"precision": cfg.run.precision, "device": device.type}}
 
 
 _RESULT_FREE = {("data", "num_workers"), ("run", "precision"), ("run", "device")}
@@ -145,7 +147,7 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
         metrics.truncate_after(start - 1)
         log.info("resuming source pretraining at epoch %d from %s", start + 1, state_path)
     camids = [r.camid for r in source.train]
-    tf = TrainTransform(cfg.data.height, cfg.data.width)
+    tf = TrainTransform(cfg.data.height, cfg.data.width, mean=cfg.data.mean, std=cfg.data.std)
     ds = ReIDImageDataset(source.train, tf, labels=labels)
     log.info("source pretraining: %d images, %d identities, %d epochs x %d iterations -> %s",
              len(ds), num_classes, pc.epochs, pc.iters, out)

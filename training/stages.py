@@ -182,7 +182,7 @@ def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord]
     memory = targets.memory.to(device)
     alpha_p = targets.alpha_parts.to(device)
     alpha_g = targets.alpha_global.to(device)
-    tf = TrainTransform(cfg.data.height, cfg.data.width)
+    tf = TrainTransform(cfg.data.height, cfg.data.width, mean=cfg.data.mean, std=cfg.data.std)
     ds = ReIDImageDataset(records, tf, labels=targets.labels,
                           soft_masks=targets.soft_masks if switches.parsing else None)
     camids = np.array([r.camid for r in records])

@@ -95,7 +95,8 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
     rng = np.random.default_rng(0)
     if len(records) > args.max_images:
         records = [records[i] for i in sorted(rng.choice(len(records), args.max_images, replace=False))]
-    loader = DataLoader(ReIDImageDataset(records, EvalTransform(*size), use_gt_masks=True),
+    tf = EvalTransform(*size, mean=spec.mean, std=spec.std)
+    loader = DataLoader(ReIDImageDataset(records, tf, use_gt_masks=True),
                         batch_size=64, num_workers=2, collate_fn=collate_skip_none)
     vs = variants(spec.num_parts, args.eta, args.etas, args.parts, args.eta_parts)
     confs = {name: ParsingConfusion(v["l"], NUM_GT_LABELS, None if v.get("stripes") else v["l"] - 1)

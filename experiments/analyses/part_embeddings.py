@@ -47,7 +47,8 @@ def score_model(path: Path, root: Path, batch_size: int = 128) -> dict[str, dict
     ds = load_dataset("synthetic", root)
 
     def embed(records):
-        loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width)), batch_size=batch_size,
+        tf = EvalTransform(spec.height, spec.width, spec.mean, spec.std)
+        loader = DataLoader(ReIDImageDataset(records, tf), batch_size=batch_size,
                             collate_fn=collate_skip_none)
         f = extract(model, loader, torch.device("cpu"), progress=False)
         kept = [records[i] for i in f["index"].numpy()]

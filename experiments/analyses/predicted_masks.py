@@ -44,7 +44,8 @@ def score_model(path: Path, root: Path, max_images: int = 600, batch_size: int =
     if len(records) > max_images:
         keep = np.random.default_rng(0).choice(len(records), max_images, replace=False)
         records = [records[i] for i in sorted(keep)]
-    loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width), use_gt_masks=True),
+    tf = EvalTransform(spec.height, spec.width, spec.mean, spec.std)
+    loader = DataLoader(ReIDImageDataset(records, tf, use_gt_masks=True),
                         batch_size=batch_size, collate_fn=collate_skip_none)
     l = spec.num_parts  # noqa: E741 - the paper's symbol
     conf = ParsingConfusion(l, NUM_GT_LABELS, l - 1)

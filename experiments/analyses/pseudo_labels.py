@@ -41,7 +41,8 @@ def cluster_quality(labels: np.ndarray, pids: np.ndarray) -> dict[str, float]:
 def features(checkpoint: str, root: Path) -> tuple[torch.Tensor, np.ndarray]:
     model, spec = load_model(checkpoint)
     records = load_dataset("synthetic", root).train
-    loader = DataLoader(ReIDImageDataset(records, EvalTransform(spec.height, spec.width)), batch_size=128,
+    tf = EvalTransform(spec.height, spec.width, spec.mean, spec.std)
+    loader = DataLoader(ReIDImageDataset(records, tf), batch_size=128,
                         collate_fn=collate_skip_none)
     f = extract(model, loader, torch.device("cpu"), progress=False)
     return f["global"], np.asarray([records[i].pid for i in f["index"].numpy()])

@@ -1,4 +1,4 @@
-"""Models: ResNet backbone (last stride 1), the SCWM network, chunked BatchNorm."""
+"""Models: ResNet / PLIP ResNet-50 backbones (last stride 1), the SCWM network, chunked BatchNorm."""
 
 from scwm.models.backbone import BACKBONES, WeightLoadError, build_backbone
 from scwm.models.chunked_bn import convert_to_chunked_bn

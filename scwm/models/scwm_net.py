@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scwm.models.backbone import ResNetBackbone, build_backbone
+from scwm.models.backbone import Backbone, build_backbone
 
 
 @dataclass
@@ -58,7 +58,7 @@ class SCWMNet(nn.Module):
     stripes (the PPLR-style baseline; G is then unused).
     """
 
-    def __init__(self, backbone: ResNetBackbone | str = "resnet50", num_parts: int = 4,
+    def __init__(self, backbone: Backbone | str = "resnet50", num_parts: int = 4,
                  num_classes: int = 0, weights: str | None = None, last_stride: int = 1,
                  part_mode: str = "learned") -> None:
         super().__init__()
