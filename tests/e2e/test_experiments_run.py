@@ -33,11 +33,13 @@ def test_run_records_a_line_then_skips(tmp_path: Path, monkeypatch, capsys) -> N
     assert len(lines) == 1  # the alias shares the run: no line of its own
     res = lines[0]
     assert set(res["final"]) == {"mAP", "rank1", "rank5", "rank10", "mINP"}
-    assert res["seed"] == 0 and res["target"] == "tiny" and len(res["per_epoch"]) == 1
+    assert res["seed"] == 0 and res["target"] == "tiny" and [r["epoch"] for r in res["per_epoch"]] == [-1, 0]
     assert res["argv"][res["argv"].index("--run.output") + 1] == str(out)
     assert "pseudo_mask_miou" in res["last_epoch"] and "pseudo_mask_fg_iou" in res["last_epoch"]
-    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert res["start"] == {k: first[k] for k in runner.START_KEYS} and res["per_epoch"][0] == first
+    before, first = map(json.loads, (out / "metrics.jsonl").read_text().splitlines()[:2])
+    assert res["start"] == {**{k: first[k] for k in runner.START_KEYS}, "initial_mAP": before["mAP"],
+                            "initial_rank1": before["rank1"]}
+    assert res["per_epoch"] == [before, first]
     assert res["init_weights"]["sha256"] == hashlib.sha256((tmp_path / "pre.pt").read_bytes()).hexdigest()
     assert Path(res["init_weights"]["path"]).resolve() == (tmp_path / "pre.pt").resolve()
     assert not (tmp_path / "runs" / "g" / "tiny" / "t3-weighted").exists()
