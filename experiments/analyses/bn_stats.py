@@ -20,16 +20,15 @@ import torch
 
 from experiments.analyses import write_outputs
 from scwm.data import load_dataset
-from scwm.models.scwm_net import part_pooling
 from training.config import preset_config
 from training.datasets import ensure_synthetic
-from training.features import eval_loader
+from training.features import eval_loader, neck_inputs_statistics
 from training.model_init import build_model
 
 
-def neck_stats(running_mean: torch.Tensor, running_var: torch.Tensor, feats: torch.Tensor) -> dict[str, float]:
-    """Running statistics of a BN layer against the batch statistics of ``feats`` (N, C) it would normalise."""
-    mean, var = feats.mean(0), feats.var(0)
+def neck_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+               var: torch.Tensor) -> dict[str, float]:
+    """Running statistics of a BN layer against the mean / variance (C,) of the features it would normalise."""
     z = (mean - running_mean) / running_var.clamp_min(1e-12).sqrt()
     return {"running_mean": float(running_mean.mean()), "running_var": float(running_var.mean()),
             "target_mean": float(mean.mean()), "target_var": float(var.mean()),
@@ -51,17 +50,14 @@ def measure(model: str, preset: str, images: int, seed: int = 0) -> dict[str, di
     cfg = preset_config("synthetic", {"model": {"weights": model}, "data": {"num_workers": 0, "root": root,
                                                                              "synthetic_preset": preset}})
     ensure_synthetic(root, preset, 0, False)
+    torch.manual_seed(seed)  # the part head (never pretrained) is initialised at random: fix it
     net = build_model(cfg, torch.device("cpu")).eval()
     train = load_dataset("synthetic", root).train
     pick = np.random.RandomState(seed).choice(len(train), min(images, len(train)), replace=False)
-    g, p = [], []
-    for batch in eval_loader([train[i] for i in pick], cfg):
-        fmap = net.backbone(batch["image"])
-        probs = torch.softmax(net.part_head(fmap), dim=1)
-        g.append(fmap.mean(dim=(2, 3)))
-        p.append(part_pooling(fmap, probs).flatten(1))
-    return {"global_neck": neck_stats(net.global_bn.running_mean, net.global_bn.running_var, torch.cat(g)),
-            "part_necks": neck_stats(net.part_bn.running_mean, net.part_bn.running_var, torch.cat(p))}
+    stats = neck_inputs_statistics(net, eval_loader([train[i] for i in pick], cfg), torch.device("cpu"),
+                                   progress=False)
+    return {"global_neck": neck_stats(net.global_bn.running_mean, net.global_bn.running_var, *stats["global"]),
+            "part_necks": neck_stats(net.part_bn.running_mean, net.part_bn.running_var, *stats["parts"])}
 
 
 def main(argv: list[str] | None = None) -> dict:
