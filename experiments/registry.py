@@ -176,6 +176,10 @@ GRIDS: dict[str, Grid] = {
                     "before 2026-12-03)", _STRONG, groups=("table1", "peers")),
     "zoo-calib": Grid("zoo-calib", "as `zoo` with the part BN necks calibrated on the target before the first "
                       "clustering (`--model.calibrate_necks parts`)", _STRONG, groups=("table1", "peers")),
+    "zoo-beta1": Grid("zoo-beta1", "as `zoo` with no part-guided label refinement in Eq. 14 (`--loss.beta 1`): "
+                      "diagnostic of the stripes baseline's first-epoch drop", _STRONG, groups=("table1", "peers")),
+    "zoo-lr-low": Grid("zoo-lr-low", "as `zoo` at a tenth of the learning rate (`--optim.lr 3.5e-5`, the anchors' "
+                       "post-epoch-20 rate): diagnostic of the first-epoch drop", _STRONG, groups=("table1", "peers")),
     "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),
     "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16" + _OLD, _EARLY,
