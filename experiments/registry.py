@@ -180,6 +180,8 @@ GRIDS: dict[str, Grid] = {
                       "diagnostic of the stripes baseline's first-epoch drop", _STRONG, groups=("table1", "peers")),
     "zoo-lr-low": Grid("zoo-lr-low", "as `zoo` at a tenth of the learning rate (`--optim.lr 3.5e-5`, the anchors' "
                        "post-epoch-20 rate): diagnostic of the first-epoch drop", _STRONG, groups=("table1", "peers")),
+    "zoo-trunk01": Grid("zoo-trunk01", "as `zoo` with the pretrained trunk at a tenth of the rate and the new heads at "
+                        "the full rate (`--optim.backbone_lr_mult 0.1`)", _STRONG, groups=("table1", "peers")),
     "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),
     "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16" + _OLD, _EARLY,

@@ -11,7 +11,7 @@ from training.config import preset_config
 from training.logs import MetricsLog, plot_metrics
 from training.model_init import model_spec
 from training.pretrain import batch_hard_triplet_loss
-from training.run import lr_at
+from training.schedule import apply_lr, lr_at, param_groups, warmup_factor
 
 
 def test_batch_hard_triplet_matches_loop() -> None:
@@ -39,6 +39,47 @@ def test_lr_schedule_steps_every_step_size() -> None:
     assert abs(lr_at(cfg, 19) - 3.5e-4) < 1e-12
     assert abs(lr_at(cfg, 20) - 3.5e-5) < 1e-12
     assert abs(lr_at(cfg, 45) - 3.5e-6) < 1e-12
+
+
+def test_warmup_factor_is_linear_from_one_percent() -> None:
+    assert warmup_factor(0, 0) == 1.0 and warmup_factor(5, 0) == 1.0
+    assert abs(warmup_factor(0, 100) - 0.01) < 1e-12
+    assert abs(warmup_factor(50, 100) - (0.01 + 0.99 * 0.5)) < 1e-12
+    assert warmup_factor(100, 100) == 1.0 and warmup_factor(250, 100) == 1.0
+
+
+def _tiny_net() -> torch.nn.Module:
+    net = torch.nn.Module()
+    net.backbone = torch.nn.Linear(3, 3)
+    net.head = torch.nn.Linear(3, 2)
+    return net
+
+
+def test_param_groups_one_group_unless_the_trunk_is_slower() -> None:
+    net = _tiny_net()
+    (only,) = param_groups(net, net.backbone, 1.0)
+    assert [id(p) for p in only["params"]] == [id(p) for p in net.parameters()]
+    trunk, heads = param_groups(net, net.backbone, 0.1)
+    assert {id(p) for p in trunk["params"]} == {id(p) for p in net.backbone.parameters()}
+    assert {id(p) for p in heads["params"]} == {id(p) for p in net.head.parameters()}
+    assert (trunk["lr_mult"], heads["lr_mult"]) == (0.1, 1.0)
+
+
+def test_apply_lr_combines_decay_warmup_and_trunk_multiplier() -> None:
+    cfg = preset_config("synthetic", {"optim": {"warmup_iters": 80, "backbone_lr_mult": 0.1, "iters": 40}})
+    net = _tiny_net()
+    opt = torch.optim.Adam(param_groups(net, net.backbone, cfg.optim.backbone_lr_mult), lr=cfg.optim.lr)
+    apply_lr([opt], cfg, epoch=0, step=0)
+    assert [g["lr"] for g in opt.param_groups] == [cfg.optim.lr * 0.1 * 0.01, cfg.optim.lr * 0.01]
+    apply_lr([opt], cfg, epoch=1, step=20)  # iteration 60 of 80
+    f = 0.01 + 0.99 * 60 / 80
+    assert all(abs(g["lr"] - cfg.optim.lr * m * f) < 1e-15 for g, m in zip(opt.param_groups, (0.1, 1.0), strict=True))
+    apply_lr([opt], cfg, epoch=2, step=0)
+    assert [g["lr"] for g in opt.param_groups] == [cfg.optim.lr * 0.1, cfg.optim.lr]
+    default = preset_config("synthetic")
+    assert default.fingerprint() == preset_config(
+        "synthetic", {"optim": {"warmup_iters": 0, "backbone_lr_mult": 1.0}}).fingerprint()
+    assert cfg.fingerprint() != default.fingerprint()
 
 
 def test_metrics_log_truncate_and_plot(tmp_path) -> None:

@@ -234,6 +234,11 @@ class OptimConfig(_Section):
     weight_decay: float = Field(5e-4, ge=0)
     step_size: int = Field(20, ge=1)
     """Divide the learning rate by 10 every ``step_size`` epochs (paper: 20)."""
+    warmup_iters: int = Field(0, ge=0, json_schema_extra={"legacy_value": 0})
+    """Linear warm-up of the rate from 1% over the first N training iterations of the run (0 = none, as the
+    paper, PPLR and Cluster Contrast; ISP warms up over 10 epochs)."""
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, json_schema_extra={"legacy_value": 1.0})
+    """The pretrained trunk trains at ``lr x backbone_lr_mult``; the part head, BN necks and classifiers at ``lr``."""
 
 
 class RunConfig(_Section):

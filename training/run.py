@@ -14,6 +14,7 @@ paths are relative to ``run.output``), ``train.log``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -34,14 +35,10 @@ from .features import evaluate
 from .logs import MetricsLog, plot_metrics, setup_logging
 from .model_init import build_model, calibrate_necks, model_spec
 from .runtime import broadcast_object, check_precision, init_distributed
+from .schedule import apply_lr, lr_at, param_groups
 from .stages import ClusterTargets, clustering_stage, train_epoch
 
 log = logging.getLogger("scwm")
-
-
-def lr_at(cfg: TrainConfig, epoch: int) -> float:
-    """Step schedule of Sec. 4.2: lr / 10 every ``optim.step_size`` epochs."""
-    return cfg.optim.lr * (0.1 ** (epoch // cfg.optim.step_size))
 
 
 class Trainer:
@@ -66,8 +63,8 @@ class Trainer:
         # a run must not depend on whether the pretrained checkpoint was cached.
         seed_everything(cfg.run.seed + self.env.rank)
         self.spec = model_spec(cfg, self.dataset.part_names)
-        backbone_params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(backbone_params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.Adam(param_groups(self.net, self.net.backbone, cfg.optim.backbone_lr_mult),
+                                          lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.run.precision == "amp" and self.device.type == "cuda" \
             else None
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
@@ -129,8 +126,7 @@ class Trainer:
             calibrate_necks(self.net, self.train_records, cfg, self.device)
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(cfg, epoch)
+            apply_lr([self.optimizer], cfg, epoch)
             targets = self.cluster(epoch)
             rec: dict[str, Any] = {"epoch": epoch, "lr": lr_at(cfg, epoch), **targets.stats}
             if targets.num_clusters < 2:
@@ -143,11 +139,13 @@ class Trainer:
                                            targets.memory.part_centroids)
                 cls_opt = torch.optim.Adam([self.net.global_classifier, self.net.part_classifier],
                                            lr=lr_at(cfg, epoch), weight_decay=cfg.optim.weight_decay)
+                optimizers = [self.optimizer, cls_opt]
+                schedule = functools.partial(apply_lr, optimizers, cfg, epoch)
                 model: torch.nn.Module = self.net
                 if self.env.enabled:
                     model = DDP(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
                 rec.update(train_epoch(model, self.net, self.train_records, targets, cfg, epoch,
-                                       [self.optimizer, cls_opt], self.device, self.env, self.scaler))
+                                       optimizers, self.device, self.env, self.scaler, schedule))
             last = epoch == cfg.optim.epochs - 1
             if self.has_eval and self.env.is_main and (last or (cfg.run.eval_every and
                                                                 (epoch + 1) % cfg.run.eval_every == 0)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,11 +173,13 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
 
 def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord], targets: ClusterTargets,
                 cfg: TrainConfig, epoch: int, optimizers: list[torch.optim.Optimizer], device: torch.device,
-                env: DistEnv, scaler: torch.amp.GradScaler | None = None) -> dict[str, float]:
+                env: DistEnv, scaler: torch.amp.GradScaler | None = None,
+                schedule: Callable[[int], None] | None = None) -> dict[str, float]:
     """One training stage over the pseudo-labelled set (outliers excluded); returns mean loss terms.
 
     ``model`` may be the DDP wrapper of ``net``. The memory is updated after every step with the
-    (all-gathered) batch features, outside autograd (Eq. 9).
+    (all-gathered) batch features, outside autograd (Eq. 9). ``schedule(step)``, when given, sets the
+    learning rates before each step.
     """
     switches = cfg.loss.terms(parts_learned=cfg.uses_parsing)
     memory = targets.memory.to(device)
@@ -211,6 +214,8 @@ def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord]
             memory=memory, part_probs=out.part_probs.float(), target_masks=mask,
             global_logits=out.global_logits.float(), part_logits=out.part_logits.float(),
             alpha_global=alpha_g[idx], alpha_parts=alpha_p[idx], smoothing_only_epsilon=smoothing_eps)
+        if schedule is not None:
+            schedule(steps)  # the learning rate of this step (warm-up, training/schedule.py)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         if scaler is not None:
