@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from scwm.losses import LossTerms
 from training.config import (
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECIAL = {  # flags whose "+1" would violate a cross-field rule
     "optim.batch_size": 64, "optim.num_instances": 8, "model.bn_chunks": 2, "run.eval_every": 3,
     "cluster.eps": 0.25, "cluster.mask_gamma": 0.5, "loss.memory_momentum": 0.5, "loss.beta": 0.5,
+    "optim.backbone_lr_mult": 0.5, "pretrain.colorization_fraction": 0.125,
 }
 
 
@@ -156,6 +158,21 @@ def test_fingerprint_is_one_definition_of_the_same_run() -> None:
         assert preset_config("synthetic", real).fingerprint() != fp, real
 
 
+def _legacy_fields_at_legacy(cfg: TrainConfig) -> list[tuple[str, str]]:
+    """(section, field) of every field added after records were made (``legacy_value`` in its metadata) that
+    ``cfg`` holds at that value: what a record made before the field existed lacks."""
+    out = []
+    for sec, section_field in TrainConfig.model_fields.items():
+        ann = section_field.annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            continue
+        for key, f in ann.model_fields.items():
+            meta = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if "legacy_value" in meta and getattr(getattr(cfg, sec), key) == meta["legacy_value"]:
+                out.append((sec, key))
+    return out
+
+
 def test_added_fields_at_their_legacy_value_are_left_out() -> None:
     """A config recorded before ``loss.diversity_sum`` / ``cluster.far_pairs`` existed keeps its fingerprint;
     the same fields at another value make another run (for the trainer's resume check too)."""
@@ -163,7 +180,10 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
     fields = {("loss", "diversity_sum"): (False, True), ("cluster", "far_pairs"): ("constant", "feature"),
               ("model", "bn_chunk_scope"): ("all", "trunk"), ("model", "calibrate_necks"): ("none", "parts"),
               ("data", "mean"): ([0.485, 0.456, 0.406], [0.357, 0.323, 0.328]),
-              ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239])}
+              ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239]),
+              ("optim", "warmup_iters"): (0, 80), ("optim", "backbone_lr_mult"): (1.0, 0.1),
+              ("loss", "soft_triplet"): (False, True)}
+    assert {(sec, key) for sec, key in _legacy_fields_at_legacy(base)} >= set(fields)
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy
         recorded = base.fingerprint_dict()
@@ -171,9 +191,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
         dump = base.model_dump()  # the hash of a dict that lacks the field, as written before it was added
         for sec, key in (("run", "output"), ("run", "progress"), ("run", "resume"), ("run", "eval_every"),
                          ("run", "save_every"), ("run", "device"), ("run", "eval_batch_size"),
-                         ("data", "num_workers"), ("optim", "epochs"), ("loss", "diversity_sum"),
-                         ("cluster", "far_pairs"), ("model", "bn_chunk_scope"), ("model", "calibrate_necks"),
-                         ("data", "mean"), ("data", "std")):
+                         ("data", "num_workers"), ("optim", "epochs"), *_legacy_fields_at_legacy(base)):
             del dump[sec][key]
         assert _hash(dump) == base.fingerprint(for_resume=True)
         for sec, key in (("run", "resume"), ("run", "eval_every"), ("run", "save_every"), ("run", "device"),

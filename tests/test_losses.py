@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from scwm.losses import (
     LossTerms,
     diversity_loss,
+    pairwise_euclidean,
     parsing_loss,
     part_classification_loss,
     part_separation_loss,
+    soft_triplet_loss,
     total_loss,
     wnce_loss,
 )
@@ -377,3 +379,82 @@ def test_losses_on_cuda_match_cpu_without_host_sync() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.allclose(gpu_total.detach().cpu(), cpu_total.detach())
+
+
+# ------------------------------------------------------------------------- PPLR's soft triplet (baseline)
+def _soft_triplet_loop(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MMT's softmax-triplet with hard labels, anchor by anchor: -log(e^{d_n} / (e^{d_p} + e^{d_n})) with the
+    farthest same-label sample (the anchor included) and the nearest other-label sample; 0 without negatives."""
+    n = len(x)
+    total = torch.zeros((), dtype=x.dtype)
+    for i in range(n):
+        d = [torch.linalg.vector_norm(x[i] - x[j]) for j in range(n)]
+        pos = [d[j] for j in range(n) if labels[j] == labels[i]]
+        neg = [d[j] for j in range(n) if labels[j] != labels[i]]
+        if not neg:
+            continue
+        d_p, d_n = max(pos), min(neg)
+        total = total - torch.log(torch.exp(d_n) / (torch.exp(d_p) + torch.exp(d_n)))
+    return total / n
+
+
+def test_soft_triplet_matches_brute_force_and_gradient() -> None:
+    g = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3])  # pid 2 has no other positive: d_p = 0
+    for scale in (1.0, 6.0):  # unit-scale and BN-neck-scale embeddings (no saturation either way)
+        x = (torch.randn(8, 5, generator=g, dtype=DT) * scale).requires_grad_(True)
+        got = soft_triplet_loss(x, labels)
+        ref = _soft_triplet_loop(x, labels)
+        assert got.item() == pytest.approx(ref.item(), abs=1e-6)  # the 1e-12 clamp: self-distance 1e-6, not 0
+        (g_got,) = torch.autograd.grad(got, x)
+        (g_ref,) = torch.autograd.grad(ref, x)
+        assert torch.allclose(g_got, g_ref, atol=1e-7)
+    assert torch.allclose(pairwise_euclidean(x.detach()), torch.cdist(x.detach(), x.detach()), atol=1e-6)
+    # separated identities: the loss falls towards 0; one identity only: no negatives, loss 0, finite gradient
+    far = torch.tensor([[0.0, 0.0], [0.1, 0.0], [50.0, 0.0], [50.1, 0.0]], dtype=DT)
+    assert soft_triplet_loss(far, torch.tensor([0, 0, 1, 1])).item() < 1e-20
+    assert soft_triplet_loss(far, torch.tensor([1, 0, 1, 0])).item() > 40  # wrong grouping: ~ d_p - d_n
+    one = far.clone().requires_grad_(True)
+    loss = soft_triplet_loss(one, torch.zeros(4, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(one.grad).all()
+    with pytest.raises(ValueError, match="expected embeddings"):
+        soft_triplet_loss(far, torch.zeros(3, dtype=torch.long))
+
+
+def test_soft_triplet_switch_changes_the_total() -> None:
+    kw, leaves = _total_inputs()
+    base, terms = total_loss(LossTerms(), **kw)
+    assert "soft_triplet" not in terms
+    kw2, leaves2 = _total_inputs()
+    with_tri, terms2 = total_loss(LossTerms(soft_triplet=True, lambda_soft_triplet=0.5), **kw2)
+    expected = soft_triplet_loss(leaves["global_feats"].detach(), kw["labels"])
+    assert torch.allclose(terms2["soft_triplet"], expected) and expected.item() > 0
+    assert torch.allclose(with_tri.detach(), base.detach() + 0.5 * expected)
+    with_tri.backward()
+    assert torch.isfinite(leaves2["global_feats"].grad).all()
+    # explicit embeddings (PPLR: the BN-neck output before normalisation) replace the global features
+    kw3, _ = _total_inputs()
+    emb = torch.randn(B, 7, dtype=DT, generator=torch.Generator().manual_seed(5)) * 4
+    _, terms3 = total_loss(LossTerms(soft_triplet=True), embeddings=emb, **kw3)
+    assert torch.allclose(terms3["soft_triplet"], soft_triplet_loss(emb, kw["labels"]))
+    # only the triplet: the total is that term alone
+    kw4, _ = _total_inputs()
+    only = LossTerms(nce=False, separation=False, parsing=False, diversity=False, part_classification=False,
+                     soft_triplet=True)
+    total4, terms4 = total_loss(only, **kw4)
+    assert set(terms4) == {"soft_triplet"} and torch.allclose(total4.detach(), expected)
+
+
+def test_soft_triplet_flag_reaches_the_terms_and_keeps_old_fingerprints() -> None:
+    from training.config import preset_config
+
+    base = preset_config("synthetic")
+    assert not base.loss.terms().soft_triplet
+    on = preset_config("synthetic", {"loss": {"soft_triplet": True, "lambda_soft_triplet": 0.5}})
+    assert on.loss.terms().soft_triplet and on.loss.terms().lambda_soft_triplet == 0.5
+    recorded = base.fingerprint_dict()["loss"]  # runs recorded before the switch existed keep their fingerprint
+    assert "soft_triplet" not in recorded and "lambda_soft_triplet" not in recorded
+    assert on.fingerprint() != base.fingerprint()
+    stripes = preset_config("synthetic", {"cluster": {"part_source": "stripes"}, "loss": {"soft_triplet": True}})
+    assert stripes.loss.terms(parts_learned=stripes.uses_parsing).soft_triplet

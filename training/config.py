@@ -199,6 +199,11 @@ class LossConfig(_Section):
     """Eq. 5 as printed: sum the pair products over the pixels (its weight then grows with the feature-map
     size, x32 at 8x4, x192 at 24x8) instead of the default pixel mean."""
     part_classification: bool = True
+    soft_triplet: bool = Field(False, json_schema_extra={"legacy_value": False})
+    """Add PPLR's batch-hard soft-triplet term (margin 0, Euclidean, on the global BN-neck output before L2
+    normalisation, as PPLR) to the objective: part of the PPLR-style baseline, not of SCWM's Eq. 16."""
+    lambda_soft_triplet: float = Field(1.0, ge=0, json_schema_extra={"legacy_value": 1.0})
+    """Weight of the soft-triplet term when ``soft_triplet`` is on (PPLR: 1)."""
     memory_update: Literal["average", "hardest", "weighted"] = "weighted"
     temperature: float = Field(0.05, gt=0)
     memory_momentum: float = Field(0.2, ge=0, lt=1)

@@ -213,7 +213,8 @@ def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord]
             switches, global_feats=out.global_feat.float(), part_feats=out.part_feats.float(), labels=y,
             memory=memory, part_probs=out.part_probs.float(), target_masks=mask,
             global_logits=out.global_logits.float(), part_logits=out.part_logits.float(),
-            alpha_global=alpha_g[idx], alpha_parts=alpha_p[idx], smoothing_only_epsilon=smoothing_eps)
+            alpha_global=alpha_g[idx], alpha_parts=alpha_p[idx], smoothing_only_epsilon=smoothing_eps,
+            embeddings=out.global_embedding.float())
         if schedule is not None:
             schedule(steps)  # the learning rate of this step (warm-up, training/schedule.py)
         for opt in optimizers:

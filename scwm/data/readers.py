@@ -1,13 +1,17 @@
 """Dataset readers: Market-1501, MSMT17 (V1/V2), a plain image folder, and the synthetic world.
 
 Every reader returns a :class:`~scwm.data.records.ReIDDataset` and raises :class:`DatasetError` (a
-``ValueError``) naming the offending path when the layout is wrong. Images are not opened here: corrupt
-files are detected lazily by :func:`scwm.data.images.load_image`.
+``ValueError``) naming the offending path when the layout is wrong: file names that do not follow the layout,
+list entries naming missing or duplicate files, folders without images. Entries that look like images but are
+not files (broken links, folders named ``x.jpg``) are skipped with a warning that counts them. Images are not
+opened here: empty, truncated or corrupt files are detected lazily by :func:`scwm.data.images.load_image`
+(the torch dataset skips and counts them).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -30,13 +34,16 @@ __all__ = [
 ]
 
 
+log = logging.getLogger(__name__)
+
+
 class DatasetError(ValueError):
     """A dataset directory is missing, has the wrong layout, or contains unparsable names."""
 
 
 # split name -> folder name in the Market-1501 layout
 MARKET_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-_MARKET_PATTERN = re.compile(r"([-\d]+)_c(\d+)")
+_MARKET_PATTERN = re.compile(r"^([-\d]+)_c(\d+)")  # at the start: "copy_0002_c1..." is not pid 2
 _MARKET_SUBDIRS = ("Market-1501-v15.09.15", "Market-1501", "market1501")
 _MSMT_SUBDIRS = ("MSMT17_V1", "MSMT17_V2", "MSMT17", "msmt17")
 
@@ -95,17 +102,59 @@ def parse_market_name(path: Path) -> tuple[int, int]:
     return pid, cam - 1
 
 
+def _examples(items: list[str], n: int = 3) -> str:
+    """The first ``n`` of ``items``, quoted, and how many more there are."""
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(repr(i) for i in items[:n]) + more
+
+
 def _list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder`` (non-image files such as Thumbs.db are ignored), sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and _is_image(p.name))
+    """Image files directly inside ``folder``, sorted. Non-image files (Thumbs.db, notes) are ignored; entries
+    with an image name that are not files (broken links, folders) are skipped with a warning counting them."""
+    named = [p for p in folder.iterdir() if _is_image(p.name)]
+    odd = sorted(str(p) for p in named if not p.is_file())
+    if odd:
+        log.warning("skipping %d entr%s in %s with an image name that %s not a readable file (broken link or "
+                    "folder): %s", len(odd), "y" if len(odd) == 1 else "ies", folder, "is" if len(odd) == 1 else
+                    "are", _examples(odd))
+    return sorted(p for p in named if p.is_file())
+
+
+def _no_images_error(folder: Path, split: str, found: int) -> DatasetError:
+    """Why a split folder gave no records: empty, only junk / distractors, or images one level down."""
+    if found:
+        return DatasetError(f"no usable images in {split} folder {str(folder)!r}: its {found} image(s) are all "
+                            "junk (pid -1) or distractors (pid 0)")
+    nested = sorted(str(p) for p in folder.glob("*/*") if p.is_file() and _is_image(p.name))
+    hint = f"; images were found one folder down ({_examples(nested, 1)}), move them up" if nested else ""
+    return DatasetError(f"no usable images in {split} folder {str(folder)!r}: it holds no "
+                        f"{'/'.join(IMAGE_EXTENSIONS)} files{hint}")
 
 
 def _read_market_split(
     folder: Path, split: str, mask_dir: Path | None = None, drop_pid0: bool = True
 ) -> list[ImageRecord]:
     records = []
-    for path in _list_images(folder):
-        pid, camid = parse_market_name(path)
+    paths = _list_images(folder)
+    parsed, bad = [], []
+    for path in paths:
+        try:
+            parsed.append((path, *parse_market_name(path)))
+        except DatasetError as exc:
+            bad.append((str(path), exc))
+    if len(bad) == 1:
+        raise bad[0][1]
+    if bad:
+        raise DatasetError(f"{len(bad)} file names in {str(folder)!r} do not follow the Market-1501 layout "
+                           f"'{{pid}}_c{{cam}}s{{seq}}_...' (e.g. 0002_c1s1_000451_03.jpg): "
+                           f"{_examples([b[0] for b in bad])}; first error: {bad[0][1]}")
+    stems: dict[str, Path] = {}
+    for path, _, _ in parsed:
+        if path.stem in stems:
+            raise DatasetError(f"{str(stems[path.stem])!r} and {str(path)!r} are the same image name with two "
+                               "extensions; keep one")
+        stems[path.stem] = path
+    for path, pid, camid in parsed:
         if pid == -1 or (drop_pid0 and pid == 0):
             continue
         mask_path = None
@@ -116,7 +165,7 @@ def _read_market_split(
             mask_path = str(mp)
         records.append(ImageRecord(str(path), pid, camid, mask_path))
     if not records:
-        raise DatasetError(f"no usable images in {split} folder {str(folder)!r}")
+        raise _no_images_error(folder, split, len(paths))
     return records
 
 
@@ -166,31 +215,48 @@ def _msmt_camid(rel: str, list_file: Path, lineno: int) -> int:
     return cam - 1
 
 
-def _read_msmt_list(list_file: Path, img_dir: Path) -> list[ImageRecord]:
+def _read_lines(list_file: Path) -> list[str]:
+    """The lines of a list file (UTF-8, with or without a byte-order mark); DatasetError if unreadable."""
+    try:
+        return list_file.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"list file {str(list_file)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") \
+            from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read list file {str(list_file)!r}: {exc.strerror or exc}") from None
+
+
+def _read_msmt_list(list_file: Path, img_dir: Path, seen: dict[str, str] | None = None) -> list[ImageRecord]:
+    """Records of one MSMT17 list; ``seen`` (path -> "list:line", shared by the lists of one split group)
+    catches an image listed twice."""
     records = []
     missing = []
-    with open(list_file, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2:
-                raise DatasetError(f"{list_file}:{lineno}: expected 'relative/path.jpg pid', got {line!r}")
-            rel, pid_s = parts
-            try:
-                pid = int(pid_s)
-            except ValueError:
-                raise DatasetError(f"{list_file}:{lineno}: pid {pid_s!r} is not an integer") from None
-            camid = _msmt_camid(rel, list_file, lineno)
-            path = img_dir / rel
-            if not path.is_file():
-                missing.append(str(path))
-            records.append(ImageRecord(str(path), pid, camid))
+    seen = {} if seen is None else seen
+    for lineno, line in enumerate(_read_lines(list_file), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DatasetError(f"{list_file}:{lineno}: expected 'relative/path.jpg pid', got {line!r}")
+        rel, pid_s = parts
+        try:
+            pid = int(pid_s)
+        except ValueError:
+            raise DatasetError(f"{list_file}:{lineno}: pid {pid_s!r} is not an integer") from None
+        camid = _msmt_camid(rel, list_file, lineno)
+        path = img_dir / rel
+        where = f"{list_file.name}:{lineno}"
+        key = os.path.normpath(path)
+        if key in seen:
+            raise DatasetError(f"{str(path)!r} is listed twice ({seen[key]} and {where} under {list_file.parent})")
+        seen[key] = where
+        if not path.is_file():
+            missing.append(str(path))
+        records.append(ImageRecord(str(path), pid, camid))
     if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise DatasetError(f"{len(missing)} image(s) listed in {str(list_file)!r} do not exist: "
-                           f"{', '.join(repr(m) for m in missing[:3])}{more}")
+        raise DatasetError(f"{len(missing)} image(s) listed in {str(list_file)!r} do not exist (or are not "
+                           f"files): {_examples(missing)}")
     if not records:
         raise DatasetError(f"list file {str(list_file)!r} lists no images")
     return records
@@ -216,10 +282,12 @@ def read_msmt17(root: str | os.PathLike[str]) -> ReIDDataset:
             f"{str(path)!r} does not have the MSMT17 layout: missing {', '.join(repr(m) for m in missing)} "
             f"(expected train/, test/ (V1) or mask_train_v2/, mask_test_v2/ (V2) and {', '.join(lists)})"
         )
-    train = _read_msmt_list(base / "list_train.txt", base / train_dir)
-    train += _read_msmt_list(base / "list_val.txt", base / train_dir)
-    query = _read_msmt_list(base / "list_query.txt", base / test_dir)
-    gallery = _read_msmt_list(base / "list_gallery.txt", base / test_dir)
+    seen_train: dict[str, str] = {}
+    seen_test: dict[str, str] = {}  # a query image listed in the gallery too would find itself
+    train = _read_msmt_list(base / "list_train.txt", base / train_dir, seen_train)
+    train += _read_msmt_list(base / "list_val.txt", base / train_dir, seen_train)
+    query = _read_msmt_list(base / "list_query.txt", base / test_dir, seen_test)
+    gallery = _read_msmt_list(base / "list_gallery.txt", base / test_dir, seen_test)
     return ReIDDataset("msmt17", str(base), train, query, gallery)
 
 

@@ -1,4 +1,5 @@
-"""Overall objective, Eq. 16 = L_SCC (Eq. 6) + L_WM (Eq. 12) + L_ID (Eq. 15), with ablation switches."""
+"""Overall objective, Eq. 16 = L_SCC (Eq. 6) + L_WM (Eq. 12) + L_ID (Eq. 15), with ablation switches and
+PPLR's soft-triplet term as an option (for the PPLR-style baseline)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import Tensor
 from scwm.losses.classification import part_classification_loss
 from scwm.losses.contrastive import part_separation_loss, wnce_loss
 from scwm.losses.parsing import diversity_loss, parsing_loss
+from scwm.losses.triplet import soft_triplet_loss
 from scwm.memory.weighted import WeightedMemory, difficulty_weights
 
 
@@ -18,8 +20,9 @@ class LossTerms:
 
     ``nce_weighted=False`` gives Cluster Contrast's plain ClusterNCE instead of wNCE (Eq. 10);
     ``nce_parts=False`` keeps only the global contrastive term; ``nce_literal`` is Eq. 10 as printed;
-    ``diversity_sum`` is Eq. 5 as printed (sum over pixels instead of the pixel mean). ``tau=None`` uses the
-    memory's. The trainer's ``training.config.LossConfig`` exposes the switches under the same names.
+    ``diversity_sum`` is Eq. 5 as printed (sum over pixels instead of the pixel mean). ``soft_triplet`` adds
+    PPLR's batch-hard soft-triplet term on the global embedding (not part of Eq. 16; off by default). ``tau=None``
+    uses the memory's. The trainer's ``training.config.LossConfig`` exposes the switches under the same names.
     """
 
     nce: bool = True
@@ -32,6 +35,7 @@ class LossTerms:
     part_classification: bool = True
     diversity_sum: bool = False
     diversity_include_background: bool = True
+    soft_triplet: bool = False
     beta: float = 0.35
     tau: float | None = None
     lambda_nce: float = 1.0
@@ -39,6 +43,7 @@ class LossTerms:
     lambda_parsing: float = 1.0
     lambda_diversity: float = 1.0
     lambda_id: float = 1.0
+    lambda_soft_triplet: float = 1.0
 
 
 def _need(value: Tensor | None, name: str, term: str) -> Tensor:
@@ -62,12 +67,15 @@ def total_loss(
     alpha_global: Tensor | None = None,
     alpha_parts: Tensor | None = None,
     smoothing_only_epsilon: float | None = None,
+    embeddings: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the enabled terms (Eq. 16) and a dict of the (detached) individual terms.
 
     Keys: ``"nce"`` (Eq. 10), ``"separation"`` (Eq. 11), ``"parsing"`` (Eq. 4), ``"diversity"``
-    (Eq. 5), ``"id"`` (Eq. 15); disabled terms are absent. ``alpha_global`` defaults to the mean of
-    ``alpha_parts`` (Eq. 7). The memory is *not* updated here (call ``memory.update`` after backward).
+    (Eq. 5), ``"id"`` (Eq. 15), ``"soft_triplet"`` (PPLR); disabled terms are absent. ``alpha_global`` defaults
+    to the mean of ``alpha_parts`` (Eq. 7). ``embeddings`` are the global embeddings of the soft-triplet term
+    (PPLR: the BN-neck output before L2 normalisation); they default to ``global_feats``. The memory is *not*
+    updated here (call ``memory.update`` after backward).
     """
     terms: dict[str, Tensor] = {}
     weights: dict[str, float] = {}
@@ -114,6 +122,9 @@ def total_loss(
             smoothing_only_epsilon=smoothing_only_epsilon,
         )
         weights["id"] = config.lambda_id
+    if config.soft_triplet:
+        terms["soft_triplet"] = soft_triplet_loss(global_feats if embeddings is None else embeddings, labels)
+        weights["soft_triplet"] = config.lambda_soft_triplet
     total = global_feats.sum() * 0.0
     for name, value in terms.items():
         total = total + weights[name] * value

@@ -24,6 +24,7 @@ class SCWMOutput:
     part_feats: L2-normalized BN-neck embeddings of GAP(G(F)_k * F), (B, P, C), P = num_parts - 1.
     part_probs: softmax of the part head G, (B, num_parts, h, w), background last.
     global_logits (B, num_classes) and part_logits (B, P, num_classes) when classifiers are set.
+    global_embedding: the global BN-neck output before L2 normalisation, (B, C) (PPLR's soft-triplet input).
     """
 
     feature_map: torch.Tensor
@@ -32,6 +33,7 @@ class SCWMOutput:
     part_probs: torch.Tensor
     global_logits: torch.Tensor | None = None
     part_logits: torch.Tensor | None = None
+    global_embedding: torch.Tensor | None = None
 
 
 def stripe_probs(num_parts: int, h: int, w: int, device: torch.device | None = None,
@@ -117,7 +119,7 @@ class SCWMNet(nn.Module):
         b, p, c = p_raw.shape
         g_bn = self.global_bn(g_raw)
         p_bn = self.part_bn(p_raw.reshape(b, p * c)).reshape(b, p, c)
-        out = SCWMOutput(fmap, F.normalize(g_bn, dim=-1), F.normalize(p_bn, dim=-1), probs)
+        out = SCWMOutput(fmap, F.normalize(g_bn, dim=-1), F.normalize(p_bn, dim=-1), probs, global_embedding=g_bn)
         if with_logits is None:
             with_logits = self.training
         if with_logits and self.global_classifier is not None and self.part_classifier is not None:
