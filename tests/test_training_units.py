@@ -331,3 +331,24 @@ def test_extract_keeps_no_autograd_graph(tmp_path) -> None:
     out = extract(net, eval_loader([ImageRecord(str(path), 1, 0)], cfg), torch.device("cpu"), progress=False)
     assert not out["global"].requires_grad and not out["parts"].requires_grad
     assert net.training  # the previous mode is restored
+
+
+def test_memory_normalization_flag_reaches_the_weighted_update() -> None:
+    """``--loss.memory_normalization``: with equal weights, the per-cluster reading of Eq. 8 moves centroid 0
+    with the mean of its two samples, the printed batch-wide one with a quarter of each (4 samples in the batch);
+    checked against Eq. 9 computed by hand."""
+    from training.stages import build_memory
+
+    torch.manual_seed(0)
+    unit = torch.nn.functional.normalize
+    g, p = unit(torch.randn(8, 6), dim=1), unit(torch.randn(8, 2, 6), dim=2)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    f, fp = unit(torch.randn(4, 6), dim=1), unit(torch.randn(4, 2, 6), dim=2)
+    for norm, share in (("cluster", 0.5), ("batch", 0.25)):
+        cfg = preset_config("synthetic", {"loss": {"memory_normalization": norm}})
+        mem = build_memory(g, p, labels, 4, cfg)
+        m = cfg.loss.memory_momentum
+        c0 = mem.global_centroids[0].clone()
+        mem.update(f, fp, torch.tensor([0, 0, 1, 1]), torch.full((4,), 0.5), torch.full((4, 2), 0.5))
+        expected = unit(m * c0 + (1 - m) * share * (f[0] + f[1]), dim=0)
+        assert torch.allclose(mem.global_centroids[0], expected, atol=1e-6), norm

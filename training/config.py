@@ -205,6 +205,10 @@ class LossConfig(_Section):
     lambda_soft_triplet: float = Field(1.0, ge=0, json_schema_extra={"legacy_value": 1.0})
     """Weight of the soft-triplet term when ``soft_triplet`` is on (PPLR: 1)."""
     memory_update: Literal["average", "hardest", "weighted"] = "weighted"
+    memory_normalization: Literal["cluster", "batch"] = Field("cluster", json_schema_extra={"legacy_value": "cluster"})
+    """Eq. 8's L1 normalisation of the difficulty weights in the weighted update (Eq. 9): over the samples of each
+    cluster in the batch (default, so the momentum keeps its meaning) or over the whole batch, as printed
+    (``scwm/memory/weighted.py`` explains the reading)."""
     temperature: float = Field(0.05, gt=0)
     memory_momentum: float = Field(0.2, ge=0, lt=1)
     beta: float = Field(0.35, ge=0, le=1)
@@ -341,7 +345,8 @@ ZOO_SOURCE = "zoo/source-resnet18-128x64.pt"
 _PAPER: dict[str, Any] = {
     "data": {"kind": "market1501", "root": "data/market1501", "height": 384, "width": 128, "num_workers": 4},
     "model": {"backbone": "resnet50", "num_parts": 4, "weights": "imagenet", "bn_chunks": 4},
-    "cluster": {"eps": 0.5, "eta": 6.0},
+    # eta: the paper gives no value (Fig. 5 only); 8 cells scores best on 24x8 maps (docs/bench/parsing.md, (b))
+    "cluster": {"eps": 0.5, "eta": 8.0},
     "loss": {"aals_start_epoch": 5},
     "optim": {"epochs": 60, "iters": 400, "batch_size": 64, "step_size": 20},
     "run": {"eval_every": 10, "eval_batch_size": 256},

@@ -132,9 +132,7 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
     k = min(cfg.cluster.knn_k, n - 1)
     alpha_p, alpha_g = cross_agreement(g, p, k=k)
     num_clusters = int(labels.max()) + 1 if labels.size else 0
-    memory = WeightedMemory.from_features(
-        g, p, torch.from_numpy(labels), num_clusters=num_clusters, tau=cfg.loss.temperature,
-        momentum=cfg.loss.memory_momentum, update_strategy=cfg.loss.memory_update)
+    memory = build_memory(g, p, torch.from_numpy(labels), num_clusters, cfg)
 
     soft = None
     if parsing and chunks:
@@ -169,6 +167,15 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
             sc = conf.scores()
             stats[f"{name}_fg_iou"], stats[f"{name}_miou"] = sc["fg_iou"], sc["part_miou"]
     return ClusterTargets(labels, alpha_p.cpu(), alpha_g.cpu(), memory, soft, stats)
+
+
+def build_memory(global_feats: torch.Tensor, part_feats: torch.Tensor, labels: torch.Tensor, num_clusters: int,
+                 cfg: TrainConfig) -> WeightedMemory:
+    """The epoch's memory (Sec. 3.3) from the cluster means, with the ``loss`` section's settings (Eq. 8-9)."""
+    return WeightedMemory.from_features(
+        global_feats, part_feats, labels, num_clusters=num_clusters, tau=cfg.loss.temperature,
+        momentum=cfg.loss.memory_momentum, update_strategy=cfg.loss.memory_update,
+        weight_normalization=cfg.loss.memory_normalization)
 
 
 def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord], targets: ClusterTargets,
