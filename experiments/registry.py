@@ -168,20 +168,26 @@ SWEEP_NOTES = {
 _EARLY = "2026-12-02-early-grids.md"
 _STRONG = "2026-12-03-strong-start.md"
 _OLD = ("; made under the defaults before 2026-12-03: to rerun, add `--model.weights pretrain --pretrain.epochs 6 "
-        "--model.bn_chunks 1 --optim.iters 80` to its extra flags")
+        "--model.bn_chunks 1 --optim.iters 80 --optim.backbone_lr_mult 1` to its extra flags")
+_FULL = ("; the trunk at the full rate, the default before the trunk-rate change of 2026-12-03: to rerun, add "
+         "`--optim.backbone_lr_mult 1` to its extra flags")
 GRIDS: dict[str, Grid] = {
-    "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks (the default), "
-                "fp32, 8 x 40 iterations, evaluated every epoch (current)", _STRONG, groups=("table1", "peers")),
+    "zoo-trunk01": Grid("zoo-trunk01", "from the model-zoo backbone (docs/MODEL_ZOO.md), the pretrained trunk at a "
+                        "tenth of the rate of the new heads (`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, "
+                        "fp32, 8 x 40 iterations, evaluated every epoch (current defaults)", _STRONG,
+                        groups=("table1", "peers")),
+    "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks, fp32, 8 x 40 "
+                "iterations, evaluated every epoch" + _FULL, _STRONG, groups=("table1", "peers")),
     "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
-                    "before 2026-12-03)", _STRONG, groups=("table1", "peers")),
+                    "before 2026-12-03)" + _FULL, _STRONG, groups=("table1", "peers")),
     "zoo-calib": Grid("zoo-calib", "as `zoo` with the part BN necks calibrated on the target before the first "
-                      "clustering (`--model.calibrate_necks parts`)", _STRONG, groups=("table1", "peers")),
+                      "clustering (`--model.calibrate_necks parts`)" + _FULL, _STRONG, groups=("table1", "peers")),
     "zoo-beta1": Grid("zoo-beta1", "as `zoo` with no part-guided label refinement in Eq. 14 (`--loss.beta 1`): "
-                      "diagnostic of the stripes baseline's first-epoch drop", _STRONG, groups=("table1", "peers")),
+                      "diagnostic of the stripes baseline's first-epoch drop" + _FULL, _STRONG,
+                      groups=("table1", "peers")),
     "zoo-lr-low": Grid("zoo-lr-low", "as `zoo` at a tenth of the learning rate (`--optim.lr 3.5e-5`, the anchors' "
-                       "post-epoch-20 rate): diagnostic of the first-epoch drop", _STRONG, groups=("table1", "peers")),
-    "zoo-trunk01": Grid("zoo-trunk01", "as `zoo` with the pretrained trunk at a tenth of the rate and the new heads at "
-                        "the full rate (`--optim.backbone_lr_mult 0.1`)", _STRONG, groups=("table1", "peers")),
+                       "post-epoch-20 rate): diagnostic of the first-epoch drop" + _FULL, _STRONG,
+                       groups=("table1", "peers")),
     "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),
     "runs-ckpt2": Grid("runs-ckpt2", "Fig. 5 sweeps from a second source checkpoint (lost), bf16" + _OLD, _EARLY,

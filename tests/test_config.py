@@ -67,6 +67,8 @@ def test_paper_hyperparameters() -> None:
     assert (m.loss.temperature, m.loss.beta) == (0.05, 0.35)
     s = preset_config("msmt17")
     assert (s.cluster.eps, s.model.num_parts) == (0.7, 7)
+    assert (m.optim.backbone_lr_mult, s.optim.backbone_lr_mult, m.optim.warmup_iters) == (1.0, 1.0, 0)
+    assert preset_config("synthetic").optim.backbone_lr_mult == 0.1  # a converged zoo trunk: a tenth of the rate
 
 
 @pytest.mark.parametrize("flag,ann", _field_flags(TrainConfig), ids=[f for f, _ in _field_flags(TrainConfig)])
@@ -181,7 +183,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
               ("model", "bn_chunk_scope"): ("all", "trunk"), ("model", "calibrate_necks"): ("none", "parts"),
               ("data", "mean"): ([0.485, 0.456, 0.406], [0.357, 0.323, 0.328]),
               ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239]),
-              ("optim", "warmup_iters"): (0, 80), ("optim", "backbone_lr_mult"): (1.0, 0.1),
+              ("optim", "warmup_iters"): (0, 80),
               ("loss", "soft_triplet"): (False, True)}
     assert {(sec, key) for sec, key in _legacy_fields_at_legacy(base)} >= set(fields)
     for (section, name), (legacy, other) in fields.items():
