@@ -479,3 +479,15 @@ def test_cli_scenes_flag(tmp_path) -> None:
     assert json.loads((out / "meta.json").read_text())["config"]["scene_kinds"] == ["park"]
     with pytest.raises(SystemExit):
         cli_main(["--preset", "tiny", "--out", str(tmp_path / "x"), "--scenes", "beach"])
+
+
+def test_attribute_file_is_written_and_matches_the_identity_table(tiny) -> None:
+    """``attributes.json`` (source pretraining's labels) is the derivation from ``identities.json``; meta.json does
+    not list it, so trees written before it existed still count as complete."""
+    from scwm.data.synthetic.attributes import ATTRIBUTES_FILE, attributes_payload
+
+    doc = json.loads((tiny / ATTRIBUTES_FILE).read_text())
+    assert doc == json.loads(json.dumps(attributes_payload(json.loads((tiny / "identities.json").read_text()))))
+    meta = json.loads((tiny / "meta.json").read_text())
+    assert ATTRIBUTES_FILE not in json.dumps(meta["files"])
+    assert len(doc["identities"]) == meta["num_ids"]["train"] + meta["num_ids"]["test"]

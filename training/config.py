@@ -156,6 +156,22 @@ class PretrainConfig(_Section):
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     triplet_margin: float = 0.3
+    attributes: bool = Field(False, json_schema_extra={"legacy_value": False})
+    """PLIP-style attribute prediction: one classifier per attribute group of the synthetic identity spec (hair,
+    headwear, upper / lower garment, shoes, bag) on the pooled global feature, cross-entropy added to the loss."""
+    attribute_weight: float = Field(1.0, gt=0, json_schema_extra={"legacy_value": 1.0})
+    """Weight of the attribute loss (with ``attributes``)."""
+    colorization: bool = Field(False, json_schema_extra={"legacy_value": False})
+    """PLIP-style colourisation: a second pass on the greyscale crop (L* of Lab) and a small decoder, conditioned
+    on the one-hot attribute vector, predict a*b* at 4x the feature-map resolution (L1 loss)."""
+    colorization_weight: float = Field(1.0, gt=0, json_schema_extra={"legacy_value": 1.0})
+    """Weight of the colourisation loss (with ``colorization``)."""
+    colorization_fraction: float = Field(1.0, gt=0, le=1, json_schema_extra={"legacy_value": 1.0})
+    """Share of each batch (its first images, rounded up) that the colourisation pass sees: its second backbone
+    pass costs about as much as the main one (2x per iteration at 1.0)."""
+    eval_every: int = Field(0, ge=0, json_schema_extra={"legacy_value": 0, "resume_free": True})
+    """Every N epochs (and after the last), add the held-out source figures (identity mAP / Rank-1 and, with
+    ``attributes``, per-group attribute accuracy) to the metrics file; 0 = only into the zoo file at the end."""
 
 
 class ClusterConfig(_Section):
@@ -415,7 +431,7 @@ def _field_flags(model: type[BaseModel], prefix: str = "") -> list[tuple[str, An
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             flags += _field_flags(ann, f"{prefix}{name}.")
-        elif name != "preset":
+        elif name != "preset" or prefix:  # the top-level preset is --preset; pretrain.preset is a flag
             flags.append((f"{prefix}{name}", ann))
     return flags
 

@@ -6,8 +6,10 @@ disjoint from the targets) with ID cross-entropy (label smoothing) + batch-hard 
 embedding, and saves a model-zoo file (:mod:`training.zoo`: backbone + global neck in float16, the
 recipe, the held-out source mAP) that the unsupervised run starts from (``model.weights = "pretrain"``;
 the ``synthetic`` preset starts from the committed zoo file that this re-creates, docs/MODEL_ZOO.md).
-It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``, ``pretrain.*`` and
-``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
+Opt-in PLIP-analogue tasks (``--pretrain.attributes true``, ``--pretrain.colorization true``; the larger source
+``--pretrain.preset source-large``) are in :mod:`training.pretrain_tasks`; their heads are discarded, only the
+backbone goes into the zoo file. It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``,
+``pretrain.*`` and ``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .datasets import ensure_synthetic
 from .features import evaluate
 from .logs import MetricsLog, setup_logging
 from .model_init import model_spec, pretrained_path
+from .pretrain_tasks import PretrainTasks, evaluates_at, heldout_attribute_accuracy, source_attribute_labels
 from .runtime import autocast_context, check_precision, init_distributed
 from .zoo import read_zoo, save_zoo, zoo_state
 
@@ -68,13 +71,23 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+_TASK_FIELDS = {"attributes": ("attributes", "attribute_weight"),
+                "colorization": ("colorization", "colorization_weight", "colorization_fraction")}
+_NOT_IN_RECIPE = {"checkpoint", "eval_every", *(n for names in _TASK_FIELDS.values() for n in names)}
+
+
 def pretrain_recipe(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     """The config fields that source pretraining reads (a zoo file's ``recipe``): equal recipes on the same
     kind of CPU (and thread count) give the same weights, hence the same zoo file."""
     data = {"height": cfg.data.height, "width": cfg.data.width, "num_workers": cfg.data.num_workers}
     # pixel statistics only when not the defaults, which earlier zoo files were made with (and do not record)
     data.update(off_legacy(cfg.data, ("mean", "std")))
-    return {"pretrain": {k: v for k, v in cfg.pretrain.model_dump().items() if k != "checkpoint"},
+    pc = cfg.pretrain
+    pre = {k: v for k, v in pc.model_dump().items() if k not in _NOT_IN_RECIPE}
+    for flag, names in _TASK_FIELDS.items():  # a task and its weight only when on: earlier files stay current
+        if getattr(pc, flag):
+            pre.update({n: getattr(pc, n) for n in names})
+    return {"pretrain": pre,
             "model": {"backbone": cfg.model.backbone, "num_parts": cfg.model.num_parts},
             "data": data, "run": {"precision": cfg.run.precision, "device": device.type}}
 
@@ -103,13 +116,25 @@ def check_cached(out: Path, recipe: dict[str, Any]) -> None:
 
 
 def heldout_figures(state: dict[str, torch.Tensor], spec: ModelSpec, source: ReIDDataset, cfg: TrainConfig,
-                    device: torch.device) -> dict[str, float]:
+                    device: torch.device, tasks: PretrainTasks | None = None,
+                    heldout_attrs: np.ndarray | None = None) -> dict[str, float]:
     """Held-out source-identity mAP / Rank-1 (the source query/gallery split, whose identities pretraining
-    never sees) of the weights as the zoo file stores them (float16)."""
+    never sees) of the weights as the zoo file stores them (float16); with an attribute head in ``tasks``, also
+    its per-group accuracy on those images (``heldout_attrs``: their attribute classes)."""
     net = SCWMNet(spec.backbone, num_parts=spec.num_parts).to(device)
     net.load_state_dict(zoo_state(state), strict=False)
-    r = evaluate(net.eval(), source, cfg, device)
-    return {"heldout_mAP": r.mAP, "heldout_rank1": r.rank1}
+    return _figures(net.eval(), source, cfg, device, tasks, heldout_attrs)
+
+
+def _figures(model: SCWMNet, source: ReIDDataset, cfg: TrainConfig, device: torch.device,
+             tasks: PretrainTasks | None, heldout_attrs: np.ndarray | None) -> dict[str, float]:
+    """Held-out mAP / Rank-1 of ``model`` (evaluated in eval mode) and, with an attribute head, its accuracy."""
+    r = evaluate(model, source, cfg, device)
+    out = {"heldout_mAP": r.mAP, "heldout_rank1": r.rank1}
+    if tasks is not None and tasks.attr_head is not None and heldout_attrs is not None:
+        out.update(heldout_attribute_accuracy(model, tasks.attr_head, source.query + source.gallery, heldout_attrs,
+                                              cfg, device))
+    return out
 
 
 def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -> Path:
@@ -132,7 +157,12 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
     spec = model_spec(cfg)
     spec.part_mode = "learned"
     model = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts, num_classes=num_classes).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    tasks = PretrainTasks(pc, model.feat_dim).to(device)  # no parameters (nor random draws) with the tasks off
+    train_attrs, heldout_attrs = None, None
+    if tasks.enabled:
+        train_attrs = torch.from_numpy(source_attribute_labels(source.root, source.train, "training"))
+        heldout_attrs = source_attribute_labels(source.root, source.query + source.gallery, "held-out")
+    params = [p for p in model.parameters() if p.requires_grad] + list(tasks.parameters())
     opt = torch.optim.Adam(params, lr=pc.lr, weight_decay=pc.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=pc.epochs)
     state_path = out.with_suffix(".state.pt")
@@ -140,7 +170,11 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
     start = 0
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if set(state.get("tasks", {})) != set(tasks.state_dict()):
+            raise ValueError(f"{state_path} was saved with other pretraining tasks than this run's "
+                             "(pretrain.attributes, pretrain.colorization): delete it to start again")
         model.load_state_dict(state["model"])
+        tasks.load_state_dict(state.get("tasks", {}))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start = int(state["epoch"]) + 1
@@ -157,6 +191,7 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=cfg.data.num_workers,
                             collate_fn=collate_skip_none)
         model.train()
+        tasks.train()
         tic, seen, sums = time.time(), 0, {"ce": 0.0, "triplet": 0.0, "acc": 0.0}
         bar = tqdm(loader, desc=f"pretrain {epoch + 1}/{pc.epochs}", disable=not cfg.run.progress)
         for batch in bar:
@@ -169,6 +204,12 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
             ce = F.cross_entropy(logits, y, label_smoothing=pc.label_smoothing)
             tri = batch_hard_triplet_loss(o.global_feat.float(), y, pc.triplet_margin)
             loss = ce + tri
+            if tasks.enabled:
+                aux, task_logs = tasks(model, x, o, train_attrs[batch["index"]].to(device), cfg.data.mean,
+                                       cfg.data.std, cfg.run.precision)
+                loss = loss + aux
+                for k, v in task_logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite pretraining loss at epoch {epoch + 1}; "
                                          f"last good state: {state_path}")
@@ -184,15 +225,19 @@ def _pretrain_locked(cfg: TrainConfig, out: Path, device: torch.device | None) -
         n = max(1, len(loader))
         rec = {"epoch": epoch, **{k: v / n for k, v in sums.items()},
                "images_per_s": seen / max(time.time() - tic, 1e-9), "lr": opt.param_groups[0]["lr"]}
+        if evaluates_at(epoch, pc) and source.query and source.gallery:  # the current float32 weights
+            rec.update(_figures(model, source, cfg, device, tasks, heldout_attrs))
         metrics.append(rec)
         log.info("pretrain epoch %d: %s", epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "epoch"))
         atomic_torch_save(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                       "scheduler": sched.state_dict(), "epoch": epoch})
+                                       "scheduler": sched.state_dict(), "epoch": epoch,
+                                       **({"tasks": tasks.state_dict()} if tasks.enabled else {})})
     if not math.isfinite(sums["ce"]):
         raise FloatingPointError("pretraining diverged")
     state = model.state_dict()
-    figures = heldout_figures(state, spec, source, cfg, device) if source.query and source.gallery else {}
+    figures = (heldout_figures(state, spec, source, cfg, device, tasks, heldout_attrs)
+               if source.query and source.gallery else {})
     save_zoo(out, state, spec.to_dict(), recipe, figures)
     state_path.unlink(missing_ok=True)
     log.info("saved source-pretrained backbone %s (%s)", out,

@@ -25,21 +25,27 @@ Presets (counts chosen so that an end-to-end CPU run fits ~15 minutes on 2 cores
 per target, as many gallery crops, and Market-like 2 query cameras per test identity; every identity is
 seen by >= 2 cameras with 2-5 frames per camera; see docs/bench/synthetic.md)
 --------------------------------------------------------------------------------------------------------
-==========  =====  =========================  =====================================================
-preset      cams   identities                 images (approx.)
-==========  =====  =========================  =====================================================
-tiny        3      8 train / 8 test           ~110 in total (tests; seed 0: 49 / 12 / 48)
-market      6      230 train / 230 test       seed 0: 2,436 train, 460 query, 2,427 gallery (incl. 120
-                                              pid-0 distractors); mostly complete crops, mild occlusion
-msmt        15     280 train / 280 test       seed 0: 2,942 train, 674 query, 3,206 gallery (incl. 150
-                                              pid 0); 15 cameras with stronger illumination, blur
-                                              and colour casts, indoor/outdoor, more occlusion and
-                                              incomplete crops (relaxed in 2026-12: the first version
-                                              left the source backbone 3.6% direct-transfer mAP)
-source      8      300 train / 30 test        seed 0: 3,149 train, 46 query, 205 gallery; distinct
-                                              identity space, pids from 5001, studio camera styles
-                                              (our SYNTH-PEDES analogue)
-==========  =====  =========================  =====================================================
+============  =====  =========================  =====================================================
+preset        cams   identities                 images (approx.)
+============  =====  =========================  =====================================================
+tiny          3      8 train / 8 test           ~110 in total (tests; seed 0: 49 / 12 / 48)
+market        6      230 train / 230 test       seed 0: 2,436 train, 460 query, 2,427 gallery (incl. 120
+                                                pid-0 distractors); mostly complete crops, mild occlusion
+msmt          15     280 train / 280 test       seed 0: 2,942 train, 674 query, 3,206 gallery (incl. 150
+                                                pid 0); 15 cameras with stronger illumination, blur
+                                                and colour casts, indoor/outdoor, more occlusion and
+                                                incomplete crops (relaxed in 2026-12: the first version
+                                                left the source backbone 3.6% direct-transfer mAP)
+source        8      300 train / 30 test        seed 0: 3,149 train, 46 query, 205 gallery; distinct
+                                                identity space, pids from 5001, studio camera styles
+                                                (our SYNTH-PEDES analogue)
+source-large  12     1,500 train / 100 test     seed 0: 15,693 train, 160 query, 713 gallery; the larger
+                                                source of PLIP-style pretraining: its own cameras and
+                                                identities (pids from 6001), studio styles as ``source``
+============  =====  =========================  =====================================================
+
+Attribute labels (PLIP-style, per identity: hair, headwear, garments, shoes, bag) are derived from the
+identity spec by :mod:`.attributes` and written as ``attributes.json``.
 
 Usage: ``python -m scwm.data.synthetic --preset market --out DIR --seed 0 [--preview [PATH]]
 [--num-workers N] [--overwrite]`` or :func:`generate`; in memory: :func:`render_sample`.

@@ -28,7 +28,8 @@ class SyntheticConfig(BaseModel):
     image_height: int = Field(128, ge=32, le=1024)
     image_width: int = Field(64, ge=16, le=512)
     num_cameras: int = Field(ge=2, le=99)
-    camera_domain: Literal["market", "msmt", "source"]
+    camera_domain: Literal["market", "msmt", "source", "source-large"]
+    """Camera family; ``source-large`` draws studio cameras like ``source`` from its own random stream."""
     identity_space: Literal["target", "source"] = "target"
     pid_offset: int = Field(0, ge=0)
     num_train_ids: int = Field(ge=1)
@@ -109,11 +110,19 @@ PRESETS: dict[str, SyntheticConfig] = {
         images_per_track=(2, 5), query_cams_per_id=(1, 2), num_distractors=0, p_cut_top=0.05,
         p_cut_bottom=0.08, p_occluder=0.1, p_background_person=0.1, p_clutter=0.4,
     ),
+    # the larger source domain of PLIP-style pretraining (issue 19): 1,500 training identities, its own cameras
+    # (12, studio styles drawn from their own stream) and identities (pids 6001-7600), disjoint from the targets
+    "source-large": SyntheticConfig(
+        name="source-large", num_cameras=12, camera_domain="source-large", identity_space="source",
+        pid_offset=6000, num_train_ids=1500, num_test_ids=100, train_cams_per_id=(2, 4), test_cams_per_id=(2, 3),
+        images_per_track=(2, 5), query_cams_per_id=(1, 2), num_distractors=0, p_cut_top=0.05,
+        p_cut_bottom=0.08, p_occluder=0.1, p_background_person=0.1, p_clutter=0.4,
+    ),
 }
 
 
 def preset(name: str) -> SyntheticConfig:
-    """The named preset (``tiny``, ``market``, ``msmt``, ``source``)."""
+    """The named preset (``tiny``, ``market``, ``msmt``, ``source``, ``source-large``)."""
     try:
         return PRESETS[name]
     except KeyError:

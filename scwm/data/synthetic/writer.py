@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from scwm.utils import atomic_write_bytes, atomic_write_json
 
+from .attributes import ATTRIBUTES_FILE, attributes_payload
 from .config import CameraStyle, SyntheticConfig, camera_styles, preset, stable_code
 from .identity import Identity, make_twin, sample_identity
 from .render import PART_NAMES, Track, render_with_info, sample_shot, sample_track
@@ -23,7 +24,7 @@ from .render import PART_NAMES, Track, render_with_info, sample_shot, sample_tra
 GENERATOR_VERSION = "1.0.0"
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 _OWN_OUTPUTS = ("bounding_box_train", "bounding_box_test", "query", "masks", "annotations.jsonl",
-                "identities.json")
+                "identities.json", ATTRIBUTES_FILE)
 _MARKER = ".scwm_synthetic_in_progress.json"
 
 
@@ -318,6 +319,8 @@ def generate(preset_or_config: str | SyntheticConfig, out_dir: str | os.PathLike
         atomic_write_bytes(out / "annotations.jsonl", lines.encode())
         id_table = _identity_table(plan)
         atomic_write_json(out / "identities.json", id_table)
+        # attribute labels per identity (source pretraining); not listed in meta.json, which stays as before
+        atomic_write_json(out / ATTRIBUTES_FILE, attributes_payload(id_table))
         counts = {s: sum(r["split"] == s for r in records) for s in SPLIT_DIRS}
         n_twins = {s: sum(r["twin_of"] is not None or "twin" in r for r in rows) for s, rows in id_table.items()}
         meta = {
