@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from scwm.utils import sha256_file
-from training.config import PRESETS, TrainConfig, build_parser, preset_config
+from training.cli import build_parser
+from training.config import PRESETS, TrainConfig, preset_config
 from training.logs import MetricsLog
 from training.model_init import initial_weights_file
 

@@ -14,14 +14,13 @@ import pytest
 from pydantic import BaseModel
 
 from scwm.losses import LossTerms
+from training.cli import _field_flags, config_from_args
 from training.config import (
     LEGACY_NAMES,
     PRESETS,
     DeprecatedNameWarning,
     LossConfig,
     TrainConfig,
-    _field_flags,
-    config_from_args,
     preset_config,
 )
 

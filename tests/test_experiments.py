@@ -12,7 +12,7 @@ import pytest
 import experiments.__main__ as cli
 from experiments import registry as reg
 from experiments import report, runner, stats
-from training.config import config_from_args
+from training.cli import config_from_args
 
 
 def _value(text: str) -> object:

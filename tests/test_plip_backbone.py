@@ -264,7 +264,7 @@ def test_pixel_statistics_reach_spec_loaders_and_export(tmp_path: Path) -> None:
     from scwm.data.records import ImageRecord
     from serving.engine import OnnxEngine
     from serving.export import export_model
-    from training.config import config_from_args
+    from training.cli import config_from_args
     from training.features import eval_loader
     from training.model_init import model_spec
 

@@ -9,7 +9,7 @@ import pytest
 import training.pretrain as pretrain
 from scwm.data.synthetic.attributes import ATTRIBUTE_GROUPS
 from scwm.models import SCWMNet
-from training.config import config_from_args
+from training.cli import config_from_args
 from training.zoo import read_zoo, zoo_state
 
 pytestmark = pytest.mark.slow

@@ -29,10 +29,12 @@ from tqdm import tqdm
 
 from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, collate_skip_none, relabel_pids
 from scwm.data.records import ReIDDataset
+from scwm.losses.triplet import batch_hard_distances
 from scwm.models import ModelSpec, SCWMNet
 from scwm.utils import atomic_torch_save, seed_everything
 
-from .config import TrainConfig, config_from_args, off_legacy
+from .cli import config_from_args
+from .config import TrainConfig, off_legacy
 from .datasets import ensure_synthetic
 from .features import evaluate
 from .logs import MetricsLog, setup_logging
@@ -46,10 +48,7 @@ log = logging.getLogger("scwm")
 
 def batch_hard_triplet_loss(feats: torch.Tensor, labels: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
     """Batch-hard triplet loss (Hermans et al.) on Euclidean distances of ``feats`` (B, D)."""
-    dist = torch.cdist(feats, feats)
-    same = labels[:, None] == labels[None, :]
-    hardest_pos = (dist * same).amax(dim=1)
-    hardest_neg = dist.masked_fill(same, float("inf")).amin(dim=1)
+    hardest_pos, hardest_neg = batch_hard_distances(torch.cdist(feats, feats), labels)
     valid = torch.isfinite(hardest_neg)
     loss = F.relu(hardest_pos - hardest_neg + margin)
     return (loss * valid).sum() / valid.sum().clamp(min=1)

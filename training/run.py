@@ -29,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from scwm.models import save_checkpoint
 from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, seed_everything
 
-from .config import DeprecatedNameWarning, TrainConfig, config_from_args
+from .cli import config_from_args
+from .config import DeprecatedNameWarning, TrainConfig
 from .datasets import load_train_dataset
 from .features import evaluate
 from .logs import MetricsLog, plot_metrics, setup_logging
@@ -126,7 +127,6 @@ class Trainer:
             calibrate_necks(self.net, self.train_records, cfg, self.device)
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
-            apply_lr([self.optimizer], cfg, epoch)
             targets = self.cluster(epoch)
             rec: dict[str, Any] = {"epoch": epoch, "lr": lr_at(cfg, epoch), **targets.stats}
             if targets.num_clusters < 2:

@@ -14,6 +14,16 @@ def pairwise_euclidean(x: Tensor) -> Tensor:
     return d2.clamp_min(1e-12).sqrt()
 
 
+def batch_hard_distances(dist: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Batch-hard mining (Hermans et al.) shared by the triplet losses: per anchor of the ``(B, B)`` distance matrix,
+    the distance to its farthest same-label sample (the anchor itself counts, so >= its self-distance) and to its
+    nearest other-label sample (``inf`` when there is none)."""
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    d_pos = dist.masked_fill(~same, float("-inf")).max(dim=1).values  # the diagonal is always in ``same``
+    d_neg = dist.masked_fill(same, float("inf")).min(dim=1).values
+    return d_pos, d_neg
+
+
 def soft_triplet_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
     """Batch-hard softmax-triplet loss with margin 0, the metric term of PPLR's objective.
 
@@ -35,9 +45,6 @@ def soft_triplet_loss(embeddings: Tensor, labels: Tensor) -> Tensor:
     if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
         raise ValueError(f"expected embeddings (B, D) and labels (B,), got {tuple(embeddings.shape)} and "
                          f"{tuple(labels.shape)}")
-    dist = pairwise_euclidean(embeddings)
-    same = labels.unsqueeze(1) == labels.unsqueeze(0)
-    d_pos = dist.masked_fill(~same, float("-inf")).max(dim=1).values  # the diagonal is always in ``same``
-    d_neg = dist.masked_fill(same, float("inf")).min(dim=1).values
+    d_pos, d_neg = batch_hard_distances(pairwise_euclidean(embeddings), labels)
     return F.softplus(d_pos - d_neg).mean()
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import training.pretrain as pretrain
-from training.config import config_from_args
+from training.cli import config_from_args
 from training.zoo import read_zoo
 
 pytestmark = pytest.mark.slow
