@@ -20,7 +20,7 @@ $PIP install --quiet $TORCH_SPEC
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   EXTRA=gpu   # onnxruntime-gpu + faiss-gpu (never together with the cpu builds)
 else
-  EXTRA=cpu   # onnxruntime + faiss-cpu
+  EXTRA=cpu,milvus   # onnxruntime + faiss-cpu, and Milvus Lite (it needs faiss-cpu, so not with gpu)
 fi
 $PIP install --quiet -e ".[${EXTRA},dev]"
 echo "scwm installed in $VENV with the '${EXTRA}' back ends."

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
 import os
 import pickle
 import random
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking, stale temporary files are never removed
+    fcntl = None  # type: ignore[assignment]
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -35,25 +43,103 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+STALE_TEMP_AGE = 2.0  # seconds: a temporary file younger than this is never treated as stale
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """``fsync`` a directory, so that a rename or unlink in it survives a power loss (not needed against a
+    killed process: the page cache outlives it). Filesystems that cannot sync a directory are ignored."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without waiting; False if another process holds it."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _is_stale_temp(path: Path) -> bool:
+    """A temporary file of :func:`atomic_path` whose writer is gone: no process holds its lock and it is
+    older than :data:`STALE_TEMP_AGE` (the age covers the instant between its creation and its locking).
+    Without ``flock`` (not POSIX) no file is ever taken for stale."""
+    if fcntl is None:
+        return False
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_TEMP_AGE:
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _try_lock(fd)
+    finally:
+        os.close(fd)  # releases the lock just taken
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left next to ``path`` when its writer was killed
+    (``.<name>.<random>.tmp`` and files derived from it, ``.<name>.<random>.tmp.*``). A temporary file
+    that a live writer holds is kept. Returns the removed paths."""
+    target = Path(path)
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    for cand in sorted(target.parent.glob(f".{glob.escape(target.name)}.*.tmp")):
+        if not _is_stale_temp(cand):
+            continue
+        for extra in [cand, *cand.parent.glob(f"{glob.escape(cand.name)}.*")]:
+            with contextlib.suppress(OSError):
+                extra.unlink()
+                removed.append(extra)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed over ``path`` atomically.
 
-    On an exception the temporary file is removed and ``path`` is left untouched, so a reader never
-    sees a half-written file.
+    The temporary file is ``fsync``ed before the rename and the directory after it. On an exception the
+    temporary file is removed and ``path`` is left untouched, so a reader never sees a half-written file;
+    an ``OSError`` that names no file (a full disk: ``ENOSPC``, ``EFBIG``) is raised again naming ``path``.
+    The temporary file is locked (``flock``) while it is written: one that a killed writer left behind
+    is removed by the next write to the same ``path`` (:func:`remove_stale_temps`).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
+        _try_lock(fd)  # a fresh file: nobody else can hold it
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            fh.flush()
-            os.fsync(fh.fileno())
+        sync_fd = os.open(tmp_path, os.O_RDONLY)  # the caller may have written through another descriptor
+        try:
+            os.fsync(sync_fd)
+        finally:
+            os.close(sync_fd)
         os.replace(tmp_path, target)
+        fsync_dir(target.parent)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # e.g. ENOSPC from a write(): name the file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
+        raise
     finally:
+        os.close(fd)
         if tmp_path.exists():
             tmp_path.unlink()
 

@@ -1,4 +1,4 @@
-"""Serving: ONNX export, ONNX Runtime inference, FAISS gallery index and the :class:`Retriever` API."""
+"""Serving: ONNX export, ONNX Runtime inference, the gallery index (FAISS or Milvus) and the :class:`Retriever` API."""
 
 from __future__ import annotations
 

@@ -10,7 +10,10 @@ Every file is verified against the PyTorch model on images from ``--verify-image
 :mod:`scwm.data.synthetic`, else generated pictures) at batch 1 and batch 8
 (and batch 8 row 0 against batch 1) before it is atomically renamed into place; a failed check raises
 :class:`ExportVerificationError` and leaves any previous file untouched. ``--fp16`` and ``--int8`` write
-additional variants next to the fp32 model (``model.fp16.onnx``, ``model.int8-dynamic.onnx``, ...).
+additional variants next to the fp32 model (``model.fp16.onnx``, ``model.int8-dynamic.onnx``, ...). All files
+of one export are renamed into place together after every one is verified, so a failure, a full disk
+(:class:`ExportError` naming the file) or a killed process leaves the previous set; each file carries its own
+metadata, so there is no sidecar to get out of step with it (``docs/bench/faults.md``).
 """
 
 from __future__ import annotations
@@ -397,22 +400,34 @@ def export_model(model: SCWMNet, spec: ModelSpec, out: str | Path = DEFAULT_OUT,
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported ONNX graph is invalid: {exc}") from exc
-    for precision in order:
-        t1 = time.perf_counter()
-        target = variant_path(out, precision)
-        with atomic_path(target) as tmp:
-            # variants are derived from the verified fp32 file, which is written first
-            vproto = proto if precision == "fp32" else _make_variant(out, proto, precision, tmp, calib)
-            vproto.producer_name, vproto.producer_version = "scwm", __version__
-            emb = vproto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or model.feat_dim
-            meta = {**base, "precision": precision, "embedding_size": str(emb),
-                    "fingerprint": model_fingerprint(vproto)}
-            _set_metadata(vproto, meta)
-            onnx.save_model(vproto, str(tmp))
-            os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are meant to be shared
-            parity = verify_onnx(tmp, model, spec, images, tols[precision], name=str(target))
-        reports.append(ExportReport(target, precision, meta["fingerprint"], meta, parity,
-                                    time.perf_counter() - (t0 if precision == "fp32" else t1)))
+    # Every file is written and verified under a temporary name first; only when all are verified are they
+    # renamed into place, one after the other within microseconds (the commit point of the set; each file is
+    # self-contained: its metadata, fingerprint included, is inside it). A failure or a kill before that leaves
+    # every previous file untouched; the temporary files of a killed export are removed by the next one.
+    try:
+        with contextlib.ExitStack() as commit:
+            fp32_tmp = out
+            for precision in order:
+                t1 = time.perf_counter()
+                target = variant_path(out, precision)
+                tmp = commit.enter_context(atomic_path(target))
+                # variants are derived from the verified fp32 file, which is written first
+                vproto = proto if precision == "fp32" else _make_variant(fp32_tmp, proto, precision, tmp, calib)
+                vproto.producer_name, vproto.producer_version = "scwm", __version__
+                emb = vproto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or model.feat_dim
+                meta = {**base, "precision": precision, "embedding_size": str(emb),
+                        "fingerprint": model_fingerprint(vproto)}
+                _set_metadata(vproto, meta)
+                onnx.save_model(vproto, str(tmp))
+                os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are meant to be shared
+                parity = verify_onnx(tmp, model, spec, images, tols[precision], name=str(target))
+                if precision == "fp32":
+                    fp32_tmp = tmp
+                reports.append(ExportReport(target, precision, meta["fingerprint"], meta, parity,
+                                            time.perf_counter() - (t0 if precision == "fp32" else t1)))
+    except OSError as exc:  # e.g. a full disk; atomic_path names the file being written
+        what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+        raise ExportError(f"export not written: {what}; the previous files are unchanged") from exc
     return reports
 
 

@@ -1,14 +1,20 @@
-"""FAISS gallery index of served embeddings, persisted as a verified directory.
+"""Gallery index of served embeddings (FAISS by default, or Milvus), persisted as a verified directory.
 
 ``python -m serving.index build --model exports/model.onnx --images DIR_OR_MARKET_ROOT --out exports/index
-[--factory Flat|IVF256,Flat|HNSW32|IVF256,PQ32] [--nprobe N] [--ef-search N]``,
-``python -m serving.index add --index DIR --images PATH...`` and ``python -m serving.index info --index DIR``.
+[--backend faiss|milvus] [--uri URI] [--factory Flat|IVF256,Flat|HNSW32|IVF256,PQ32] [--nprobe N] [--ef-search N]``,
+``python -m serving.index add --index DIR --images PATH... [--uri URI]`` and
+``python -m serving.index info --index DIR``.
 
 Search is exact inner product (``IndexFlatIP``, i.e. cosine on the L2-normalized embeddings) by default;
 IVF / HNSW / PQ come from a FAISS factory string. The directory layout and its commit point (the manifest)
 are in :mod:`serving.manifest`; ``build`` writes a new directory into a temporary sibling and renames it.
 Loading checks every file and checksum and the counts, and raises :class:`GalleryIndexError` naming the
 problem instead of using a damaged index.
+
+``--backend milvus`` keeps the vectors in a Milvus collection instead (Milvus Lite in ``<index>/milvus.db``
+by default, or a Milvus server / cluster with ``--uri http://host:19530``); the manifest, the items file,
+the model check and this API stay the same, and :meth:`GalleryIndex.load` reads the backend from the
+manifest. What is atomic there is in :mod:`serving.backends.milvus_backend`.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import faiss
@@ -32,13 +39,17 @@ import numpy as np
 from scwm.data.images import IMAGE_EXTENSIONS
 from scwm.data.readers import DatasetError
 from scwm.data.readers import parse_market_name as _read_market_name
+from serving.backends import BACKENDS, VectorStore
+from serving.backends.faiss_backend import FaissStore, check_factory, make_faiss_index
 from serving.engine import OnnxEngine
 from serving.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     GalleryIndexError,
+    backend_of,
     commit,
+    load_consistent,
     read_items,
     read_manifest,
     utc_now,
@@ -47,7 +58,7 @@ from serving.manifest import (
 
 __all__ = ["GalleryIndexError", "ModelMismatchError", "GalleryIndex", "parse_market_name", "collect_images",
            "embed_paths", "check_factory", "make_faiss_index", "build_index", "add_to_index", "index_info", "main",
-           "MANIFEST", "DEFAULT_INDEX_DIR", "DEFAULT_MODEL"]
+           "MANIFEST", "DEFAULT_INDEX_DIR", "DEFAULT_MODEL", "BACKENDS"]
 
 log = logging.getLogger(__name__)
 DEFAULT_INDEX_DIR = Path("exports/index")
@@ -130,91 +141,10 @@ def embed_paths(engine: OnnxEngine, paths: Sequence[Path], batch_size: int = 32,
     return np.ascontiguousarray(out), done, skipped
 
 
-def _faiss_msg(exc: BaseException) -> str:
-    """The useful last part of a FAISS C++ exception message."""
-    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    for marker in ("failed: ", "Error: "):
-        if marker in text:
-            text = text.rsplit(marker, 1)[1]
-    return text
+def _milvus() -> ModuleType:
+    from serving.backends import milvus_backend
 
-
-def _is_ivf(index: faiss.Index) -> bool:
-    try:
-        faiss.extract_index_ivf(index)
-        return True
-    except (RuntimeError, AttributeError):
-        return False
-
-
-def _is_hnsw(index: faiss.Index) -> bool:
-    return isinstance(faiss.downcast_index(index), faiss.IndexHNSW)
-
-
-def _apply_search_params(index: faiss.Index, params: dict[str, int]) -> None:
-    ps = faiss.ParameterSpace()
-    for name, value in params.items():
-        if value is None:
-            continue
-        if name == "nprobe" and not _is_ivf(index):
-            raise GalleryIndexError(f"nprobe={value} applies to IVF indexes only (this index is "
-                                    f"{type(faiss.downcast_index(index)).__name__})")
-        if name == "efSearch" and not _is_hnsw(index):
-            raise GalleryIndexError(f"efSearch={value} applies to HNSW indexes only (this index is "
-                                    f"{type(faiss.downcast_index(index)).__name__})")
-        if int(value) < 1:
-            raise GalleryIndexError(f"{name} must be >= 1, got {value}")
-        ps.set_index_parameter(index, name, int(value))
-
-
-def check_factory(dim: int, factory: str, nprobe: int | None = None, ef_search: int | None = None) -> None:
-    """Fail early (before embedding a gallery) on a bad factory string or search parameter."""
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise GalleryIndexError(f"invalid FAISS factory string {factory!r} for dimension {dim}: "
-                                f"{_faiss_msg(exc)}") from None
-    _apply_search_params(index, {"nprobe": nprobe, "efSearch": ef_search})
-
-
-def make_faiss_index(embeddings: np.ndarray, factory: str = "Flat", nprobe: int | None = None,
-                     ef_search: int | None = None) -> faiss.Index:
-    """A CPU inner-product index from a FAISS factory string, trained (if needed) on and filled with
-    ``embeddings`` (N, D), which are L2-normalized first."""
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if x.ndim != 2:
-        raise GalleryIndexError(f"embeddings must be (N, D), got shape {x.shape}")
-    x = x.copy()
-    faiss.normalize_L2(x)
-    try:
-        index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise GalleryIndexError(f"invalid FAISS factory string {factory!r} for dimension {x.shape[1]}: "
-                                f"{_faiss_msg(exc)}") from None
-    if not index.is_trained:
-        try:
-            index.train(x)
-        except RuntimeError as exc:
-            raise GalleryIndexError(f"cannot train {factory!r} on {len(x)} embeddings (IVF needs at least "
-                                    f"as many as its lists, PQ at least 256; use 'Flat' for small galleries): "
-                                    f"{_faiss_msg(exc)}") from None
-    index.add(x)
-    _apply_search_params(index, {"nprobe": nprobe, "efSearch": ef_search})
-    return index
-
-
-def _to_gpu(index: faiss.Index) -> tuple[faiss.Index, bool]:
-    """Move ``index`` to GPU 0 when FAISS sees a GPU and supports the index type; else keep it."""
-    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
-        return index, False
-    try:
-        res = faiss.StandardGpuResources()
-        gpu = faiss.index_cpu_to_gpu(res, 0, index)
-        gpu.scwm_gpu_resources = res  # keep the resources alive as long as the index
-        return gpu, True
-    except (RuntimeError, AttributeError) as exc:  # e.g. HNSW has no GPU implementation
-        log.info("keeping the index on the CPU (%s)", exc)
-        return index, False
+    return milvus_backend
 
 
 def _item(item_id: int, path: Path, added: str) -> dict[str, Any]:
@@ -223,24 +153,44 @@ def _item(item_id: int, path: Path, added: str) -> dict[str, Any]:
 
 
 class GalleryIndex:
-    """A loaded, verified gallery index: the FAISS index, per-item metadata and the manifest.
+    """A loaded, verified gallery index: the vector store (FAISS in process, or a Milvus collection), per-item
+    metadata and the manifest.
 
-    ``search`` may be called from several threads (CPU FAISS search is thread-safe; GPU searches are
-    serialised by a lock). ``add`` must not run concurrently with searches on the same object (the
+    ``search`` may be called from several threads (CPU FAISS search and the Milvus client are thread-safe; GPU
+    searches are serialised by a lock). ``add`` must not run concurrently with searches on the same object (the
     ``add`` command works on its own instance and publishes through the manifest)."""
 
-    def __init__(self, index: faiss.Index, items: list[dict[str, Any]], manifest: dict[str, Any],
+    def __init__(self, index: faiss.Index | VectorStore, items: list[dict[str, Any]], manifest: dict[str, Any],
                  directory: Path | None = None, use_gpu: bool | None = False) -> None:
-        if index.ntotal != len(items):
-            raise GalleryIndexError(f"index holds {index.ntotal} vectors but there are {len(items)} items")
-        self.cpu_index = index
+        store = FaissStore(index, use_gpu) if isinstance(index, faiss.Index) else index
+        if store.count != len(items):
+            raise GalleryIndexError(f"index holds {store.count} vectors but there are {len(items)} items")
+        self.store = store
         self.items = items
         self.manifest = manifest
         self.directory = directory
-        self._lock = threading.Lock()
-        self.index, self.on_gpu = _to_gpu(index) if use_gpu in (None, True) else (index, False)
-        if use_gpu is True and not self.on_gpu:
-            log.warning("GPU requested but FAISS has no usable GPU; searching on the CPU")
+
+    @property
+    def backend(self) -> str:
+        return self.store.backend
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.store.on_gpu
+
+    @property
+    def cpu_index(self) -> faiss.Index:
+        """The FAISS index (FAISS backend only)."""
+        if not isinstance(self.store, FaissStore):
+            raise AttributeError(f"a {self.backend} index has no FAISS index")
+        return self.store.cpu_index
+
+    @property
+    def index(self) -> faiss.Index:
+        """The searched FAISS index, on the GPU if there (FAISS backend only)."""
+        if not isinstance(self.store, FaissStore):
+            raise AttributeError(f"a {self.backend} index has no FAISS index")
+        return self.store.index
 
     @property
     def count(self) -> int:
@@ -248,7 +198,7 @@ class GalleryIndex:
 
     @property
     def dim(self) -> int:
-        return int(self.cpu_index.d)
+        return int(self.store.dim)
 
     @property
     def fingerprint(self) -> str:
@@ -271,86 +221,108 @@ class GalleryIndex:
             raise ValueError(f"query embeddings have dimension {q.shape[1]}, the index {self.dim}")
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        q = q.copy()
-        faiss.normalize_L2(q)
-        kk = min(int(k), max(self.count, 1))
-        if self.on_gpu:
-            with self._lock:
-                return self.index.search(q, kk)
-        return self.index.search(q, kk)
+        return self.store.search(q, min(int(k), max(self.count, 1)))
 
     def add(self, embeddings: np.ndarray, paths: Sequence[Path]) -> None:
-        """Append embeddings (in memory; :meth:`save` persists)."""
-        x = np.ascontiguousarray(embeddings, dtype=np.float32).copy()
+        """Append embeddings (FAISS: in memory; Milvus: uncommitted rows; :meth:`save` commits)."""
+        x = np.ascontiguousarray(embeddings, dtype=np.float32)
         if len(x) != len(paths):
             raise ValueError(f"{len(x)} embeddings for {len(paths)} paths")
         if len(x) == 0:
             return
-        faiss.normalize_L2(x)
         added = utc_now()
-        start = self.count
-        with self._lock:
-            self.cpu_index.add(x)
-            self.items.extend(_item(start + i, p, added) for i, p in enumerate(paths))
-            self.index, self.on_gpu = _to_gpu(self.cpu_index) if self.on_gpu else (self.cpu_index, False)
+        new = [_item(self.count + i, p, added) for i, p in enumerate(paths)]
+        self.store.add(x, new)
+        self.items.extend(new)
+
+    def close(self) -> None:
+        """Release the backend's connection (nothing for FAISS)."""
+        self.store.close()
 
     # ----------------------------------------------------------------------------------------- I/O
     def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write new data files into ``directory``, then atomically swap in the new manifest and remove the
-        files the old one named (:func:`serving.manifest.commit`)."""
-        self.manifest = commit(directory, self.manifest, lambda path: faiss.write_index(self.cpu_index, str(path)),
-                               self.items, count=self.count, embedding_size=self.dim,
-                               index_type=type(faiss.downcast_index(self.cpu_index)).__name__)
+        """Make the vectors durable, write new data files into ``directory``, then atomically swap in the new
+        manifest and remove the files the old one named (:func:`serving.manifest.commit`)."""
+        self.store.flush()
+        self.manifest = commit(directory, self.manifest, self.store.write_file, self.items, count=self.count,
+                               embedding_size=self.dim, backend=self.backend, **self.store.facts())
         self.directory = Path(directory)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], use_gpu: bool | None = None,
-             verify_checksums: bool = True) -> GalleryIndex:
-        """Load and verify an index directory (files, sha256 checksums, counts, dimensions)."""
-        d = Path(directory)
+    def load(cls, directory: str | os.PathLike[str], use_gpu: bool | None = None, verify_checksums: bool = True,
+             uri: str | None = None) -> GalleryIndex:
+        """Load and verify an index directory (files, sha256 checksums, counts, dimensions) of either backend;
+        ``uri`` overrides the Milvus location recorded in the manifest. A load that spans commits of a concurrent
+        ``add`` is retried (:func:`serving.manifest.load_consistent`)."""
+        return load_consistent(directory, lambda: cls._load_once(Path(directory), use_gpu, verify_checksums, uri))
+
+    @classmethod
+    def _load_once(cls, d: Path, use_gpu: bool | None, verify_checksums: bool, uri: str | None) -> GalleryIndex:
         m = read_manifest(d)
         files = verified_files(d, m, verify_checksums)
-        try:
-            index = faiss.read_index(str(files["index_file"]))
-        except RuntimeError as exc:
-            raise GalleryIndexError(f"cannot read FAISS index {files['index_file']}: "
-                                    f"{_faiss_msg(exc)}") from None
         items = read_items(files["items_file"])
+        if backend_of(m) == "faiss":
+            if uri:
+                raise GalleryIndexError(f"{d} is a FAISS index; --uri applies to Milvus indexes only")
+            store: VectorStore = FaissStore.load(files["index_file"], m, use_gpu)
+            where = files["index_file"].name
+        else:
+            store = _milvus().MilvusStore.load(d, m, uri)
+            where = f"Milvus collection {m['collection']}"
         count = m["count"]
-        if not (index.ntotal == len(items) == count):
-            raise GalleryIndexError(f"index directory {d} is inconsistent: manifest count {count}, "
-                                    f"{index.ntotal} vectors in {files['index_file'].name}, {len(items)} items in "
-                                    f"{files['items_file'].name}")
-        if index.d != m["embedding_size"]:
-            raise GalleryIndexError(f"{files['index_file']} has dimension {index.d}, manifest says "
-                                    f"{m['embedding_size']}")
-        params = m.get("search_params") or {}
-        _apply_search_params(index, {k: v for k, v in params.items() if k in ("nprobe", "efSearch")})
-        return cls(index, items, m, d, use_gpu)
+        try:
+            if not (store.count == len(items) == count):
+                raise GalleryIndexError(f"index directory {d} is inconsistent: manifest count {count}, "
+                                        f"{store.count} vectors in {where}, {len(items)} items in "
+                                        f"{files['items_file'].name}")
+            if store.dim != m["embedding_size"]:
+                raise GalleryIndexError(f"{files.get('index_file', where)} has dimension {store.dim}, manifest "
+                                        f"says {m['embedding_size']}")
+        except GalleryIndexError:
+            store.close()
+            raise
+        return cls(store, items, m, d)
 
 
 # --------------------------------------------------------------------------------------- operations
 def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str | os.PathLike[str]],
                 out: str | os.PathLike[str] = DEFAULT_INDEX_DIR, factory: str = "Flat",
                 nprobe: int | None = None, ef_search: int | None = None, batch_size: int = 32,
-                overwrite: bool = False, progress: bool = True) -> GalleryIndex:
-    """Embed ``images`` with ``model`` and write a new index directory ``out`` atomically."""
+                overwrite: bool = False, progress: bool = True, backend: str = "faiss",
+                uri: str | None = None) -> GalleryIndex:
+    """Embed ``images`` with ``model`` and write a new index directory ``out`` atomically.
+
+    ``backend="milvus"`` stores the vectors in a new Milvus collection at ``uri`` (default: Milvus Lite in
+    ``out/milvus.db``); overwriting keeps the replaced collection (for readers racing the swap) and drops
+    older ones (:func:`serving.backends.milvus_backend.drop_replaced`)."""
     engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model)
     out = Path(out)
+    if backend not in BACKENDS:
+        raise GalleryIndexError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     if out.exists() and not overwrite:
         raise GalleryIndexError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it, "
                                 "or use `add` to extend it")
     if out.exists() and not (out / MANIFEST).is_file():
         raise GalleryIndexError(f"refusing to overwrite {out}: it is not a gallery index directory")
-    check_factory(engine.embedding_size, factory, nprobe, ef_search)
+    if backend == "faiss":
+        if uri:
+            raise GalleryIndexError("--uri applies to the milvus backend only")
+        check_factory(engine.embedding_size, factory, nprobe, ef_search)
+    else:  # fail before embedding: a bad factory, a missing pymilvus or an unreachable server
+        mb = _milvus()
+        mb.require()
+        mb.index_spec(factory, nprobe, ef_search)
+        spec = mb.uri_spec_for(uri, out)
+        if not mb.is_local(spec) or Path(spec).is_absolute():
+            mb.check_uri(spec)
     paths = collect_images(images)
     if not paths:
         raise GalleryIndexError(f"no image files found in {', '.join(map(str, images))}")
     embs, ok, skipped = embed_paths(engine, paths, batch_size, progress)
     if not ok:
         raise GalleryIndexError(f"none of the {len(paths)} images could be read (first: {skipped[0]['reason']})")
-    index = make_faiss_index(embs, factory, nprobe, ef_search)
     added = utc_now()
+    items = [_item(i, p, added) for i, p in enumerate(ok)]
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model_path": str(engine.model_path.resolve()), "model_fingerprint": engine.fingerprint,
@@ -359,47 +331,92 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
         "search_params": {k: v for k, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None},
         "created": added, "skipped": skipped,
     }
-    gallery = GalleryIndex(index, [_item(i, p, added) for i, p in enumerate(ok)], manifest, use_gpu=False)
-    if out.exists():  # overwrite: new uniquely named files, then the manifest swap (the commit point)
-        gallery.save(out)
+    old = read_manifest(out) if out.exists() else None
+
+    def fill(directory: Path) -> GalleryIndex:
+        def save(store: Any) -> GalleryIndex:  # new files / flushed collection, then the manifest swap
+            gallery = GalleryIndex(store, items, manifest, use_gpu=False)
+            gallery.save(directory)
+            return gallery
+
+        if backend == "faiss":
+            return save(make_faiss_index(embs, factory, nprobe, ef_search))
+        return mb.fill_collection(directory, spec, factory, nprobe, ef_search, old, embs, items, save)
+
+    if out.exists():  # overwrite: new uniquely named files / collection, then the manifest swap
+        with _milvus().writer_lock(out) if "milvus" in (backend, backend_of(old or {})) else nullcontext():
+            gallery = fill(out)
+            if old is not None and backend_of(old) == "milvus":
+                keep = (gallery.store.uri, gallery.store.collection) if backend == "milvus" else None
+                _milvus().drop_replaced(old, out, keep)
         return gallery
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    gallery = None
     try:
-        gallery.save(tmp)
+        gallery = fill(tmp)
+        gallery.close()  # a Milvus Lite database inside tmp is released before the rename
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         os.replace(tmp, out)
     finally:
+        if gallery is not None:
+            gallery.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    if backend == "milvus":
+        return GalleryIndex.load(out)  # reconnect at the final location
     gallery.directory = out
     return gallery
 
 
 def add_to_index(index_dir: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
                  model: str | os.PathLike[str] | OnnxEngine | None = None, batch_size: int = 32,
-                 progress: bool = True) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
+                 progress: bool = True, uri: str | None = None, backend: str | None = None,
+                 ) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
     """Embed ``images`` and append them to the index in ``index_dir`` (paths already indexed are skipped).
-    Returns ``(index, number added, skipped)``."""
-    gallery = GalleryIndex.load(index_dir, use_gpu=False)
-    if model is None:
-        model = gallery.manifest.get("model_path") or DEFAULT_MODEL
-    engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model)
-    gallery.check_model(engine)
-    known = {it["path"] for it in gallery.items}
-    paths = [p for p in collect_images(images) if str(p.resolve()) not in known]
-    embs, ok, skipped = embed_paths(engine, paths, batch_size, progress)
-    gallery.add(embs, ok)
-    gallery.manifest["skipped"] = list(gallery.manifest.get("skipped", [])) + skipped
-    gallery.save(index_dir)
+    ``uri`` overrides (and then replaces) the recorded Milvus location; ``backend``, if given, must be the
+    index's. Returns ``(index, number added, skipped)``."""
+    built_with = backend_of(read_manifest(Path(index_dir)))
+    if backend is not None and backend != built_with:
+        raise GalleryIndexError(f"{index_dir} is a {built_with} index; `add` appends with the backend it was "
+                                f"built with (rebuild with --backend {backend} --overwrite to change it)")
+    with _milvus().writer_lock(index_dir) if built_with == "milvus" else nullcontext():
+        return _add(index_dir, images, model, batch_size, progress, uri)
+
+
+def _add(index_dir: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
+         model: str | os.PathLike[str] | OnnxEngine | None, batch_size: int, progress: bool, uri: str | None,
+         ) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
+    gallery = GalleryIndex.load(index_dir, use_gpu=False, uri=uri)
+    try:
+        if model is None:
+            model = gallery.manifest.get("model_path") or DEFAULT_MODEL
+        engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model)
+        gallery.check_model(engine)
+        known = {it["path"] for it in gallery.items}
+        paths = [p for p in collect_images(images) if str(p.resolve()) not in known]
+        embs, ok, skipped = embed_paths(engine, paths, batch_size, progress)
+        gallery.add(embs, ok)
+        gallery.manifest["skipped"] = list(gallery.manifest.get("skipped", [])) + skipped
+        gallery.save(index_dir)
+    except BaseException:
+        gallery.close()
+        raise
     return gallery, len(ok), skipped
 
 
-def index_info(index_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The verified manifest of ``index_dir`` plus a few derived figures."""
-    g = GalleryIndex.load(index_dir, use_gpu=False)
+def index_info(index_dir: str | os.PathLike[str], uri: str | None = None) -> dict[str, Any]:
+    """The verified manifest of ``index_dir`` plus a few derived figures (``index_bytes``: the FAISS file, or
+    a local Milvus Lite database inside the directory; ``None`` for a Milvus server)."""
+    g = GalleryIndex.load(index_dir, use_gpu=False, uri=uri)
+    g.close()
     m = dict(g.manifest)
     m["known_pids"] = len({it["pid"] for it in g.items if it.get("pid") is not None})
-    m["index_bytes"] = (Path(index_dir) / m["index_file"]).stat().st_size
+    if g.backend == "faiss":
+        m["index_bytes"] = (Path(index_dir) / m["index_file"]).stat().st_size
+    else:
+        db = Path(index_dir) / str(m["uri"])
+        local = "://" not in str(m["uri"]) and not Path(str(m["uri"])).is_absolute() and db.is_dir()
+        m["index_bytes"] = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) if local else None
     m["verified"] = True
     return m
 
@@ -413,14 +430,15 @@ def _print_skipped(skipped: list[dict[str, str]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.index", description="Gallery index (FAISS).")
+    ap = argparse.ArgumentParser(prog="python -m serving.index", description="Gallery index (FAISS or Milvus).")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="embed a folder / Market root and write a new index")
     b.add_argument("--model", default=str(DEFAULT_MODEL), help="exported ONNX model (default: %(default)s)")
     b.add_argument("--images", nargs="+", required=True, help="image files, folders or a Market-1501 root")
     b.add_argument("--out", default=str(DEFAULT_INDEX_DIR), help="index directory (default: %(default)s)")
     b.add_argument("--factory", default="Flat", help="FAISS factory string, e.g. Flat, IVF256,Flat, HNSW32, "
-                   "IVF256,PQ32 (default: exact Flat)")
+                   "IVF256,PQ32 (default: exact Flat); milvus maps these to its index types or takes a Milvus "
+                   "type such as DISKANN")
     b.add_argument("--nprobe", type=int, help="IVF lists probed per query")
     b.add_argument("--ef-search", type=int, help="HNSW efSearch")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
@@ -428,35 +446,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     a.add_argument("--index", required=True)
     a.add_argument("--images", nargs="+", required=True)
     a.add_argument("--model", help="ONNX model (default: the one recorded in the manifest)")
-    for p in (b, a):
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="verify an index and print its manifest")
     i.add_argument("--index", required=True)
     i.add_argument("--json", action="store_true")
+    for p in (b, a):
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--backend", choices=BACKENDS, default="faiss" if p is b else None,
+                       help="vector store: faiss in process (default) or milvus" if p is b else
+                       "must be the index's backend (read from the manifest)")
+    for p in (b, a, i):
+        p.add_argument("--uri", help="milvus: a Milvus Lite path ending in .db (default for build: "
+                       "<index>/milvus.db) or a server http://host:19530 (token from $SCWM_MILVUS_TOKEN); for "
+                       "add/info it overrides the manifest's")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     try:
         if args.cmd == "build":
             g = build_index(args.model, args.images, args.out, args.factory, args.nprobe, args.ef_search,
-                            args.batch_size, args.overwrite, not args.no_progress)
-            print(f"built {g.directory}: {g.count} images, {g.dim}-d, factory {g.manifest['factory']}, "
+                            args.batch_size, args.overwrite, not args.no_progress, args.backend, args.uri)
+            print(f"built {g.directory}: {g.count} images, {g.dim}-d, {g.backend} factory {g.manifest['factory']}, "
                   f"model {g.fingerprint[:16]}")
             _print_skipped(g.manifest["skipped"])
         elif args.cmd == "add":
             g, n, skipped = add_to_index(args.index, args.images, args.model, args.batch_size,
-                                         not args.no_progress)
+                                         not args.no_progress, args.uri, args.backend)
             print(f"added {n} images to {args.index}: {g.count} in total")
             _print_skipped(skipped)
         else:
-            info = index_info(args.index)
+            info = index_info(args.index, args.uri)
             if args.json:
                 print(json.dumps(info, indent=2))
             else:
-                for key in ("count", "embedding_size", "factory", "index_type", "search_params", "metric",
-                            "model_path", "model_fingerprint", "model_precision", "created", "updated",
-                            "index_file", "index_sha256", "known_pids", "index_bytes"):
-                    print(f"{key}: {info.get(key)}")
+                keys = ("index_file", "index_sha256") if backend_of(info) == "faiss" else ("uri", "collection")
+                for key in ("backend", "count", "embedding_size", "factory", "index_type", "search_params", "metric",
+                            "model_path", "model_fingerprint", "model_precision", "created", "updated", *keys,
+                            "known_pids", "index_bytes"):
+                    print(f"{key}: {info.get(key, 'faiss' if key == 'backend' else None)}")
                 print(f"skipped: {len(info.get('skipped', []))} file(s)")
                 print("verified: files, checksums and counts OK")
     except (GalleryIndexError, ValueError) as exc:

@@ -6,8 +6,9 @@
 >>> labels = r.parse("query.jpg"); r.part_names     # (H, W) part label map at the image's own size
 >>> hits, labels = r.query("query.jpg", k=10)       # both from one forward pass
 
-A :class:`Retriever` is safe to share between threads: the ONNX Runtime session and the CPU FAISS index
-are thread-safe for inference/search, and nothing else is mutated after loading.
+A :class:`Retriever` is safe to share between threads: the ONNX Runtime session, the CPU FAISS index and the
+Milvus client are thread-safe for inference/search, and nothing else is mutated after loading. The index's
+backend (FAISS in process, or a Milvus collection) is read from its manifest (:mod:`serving.backends`).
 """
 
 from __future__ import annotations

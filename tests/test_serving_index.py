@@ -107,7 +107,9 @@ def test_add_is_incremental_and_swaps_files(setup: dict, tmp_path: Path) -> None
     second = json.loads((out / ix.MANIFEST).read_text())
     assert second["generation"] == first["generation"] + 1 and second["created"] == first["created"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([ix.MANIFEST, second["index_file"], second["items_file"]])  # old files removed
+    # the generation just replaced is kept for readers that read its manifest a moment ago; older ones go
+    assert names == sorted([ix.MANIFEST, second["index_file"], second["items_file"], first["index_file"],
+                            first["items_file"]])
     g = ix.GalleryIndex.load(out)
     assert [it["item_id"] for it in g.items] == list(range(11))
     new = setup["engine"].embed(setup["extra"] / "0007_c2s1_000010_00.jpg")["global_feat"]
@@ -115,6 +117,9 @@ def test_add_is_incremental_and_swaps_files(setup: dict, tmp_path: Path) -> None
     assert g.items[int(ids[0, 0])]["pid"] == 7
     # adding the same images again adds nothing
     assert ix.add_to_index(out, [setup["extra"]], progress=False)[1] == 0
+    third = json.loads((out / ix.MANIFEST).read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted([ix.MANIFEST, third["index_file"], third["items_file"],
+                                                            second["index_file"], second["items_file"]])
 
 
 def test_different_model_is_refused(setup: dict, built: Path) -> None:
@@ -198,7 +203,8 @@ def test_build_refuses_existing_dir_and_overwrites_atomically(setup: dict, built
     ix.build_index(setup["engine"], [setup["extra"]], built, overwrite=True, progress=False)
     new = _manifest(built)
     assert new["count"] == 1 and new["generation"] > old["generation"]
-    assert sorted(p.name for p in built.iterdir()) == sorted([ix.MANIFEST, new["index_file"], new["items_file"]])
+    assert sorted(p.name for p in built.iterdir()) == sorted([ix.MANIFEST, new["index_file"], new["items_file"],
+                                                              old["index_file"], old["items_file"]])
     not_index = built.parent / "plain"
     not_index.mkdir()
     with pytest.raises(ix.GalleryIndexError, match="not a gallery index"):
