@@ -4,7 +4,8 @@
 (target, experiment, seed) under ``runs/experiments/<grid>/`` and appends one line per finished run to
 ``experiments/results/<grid>.jsonl``; ``python -m experiments report`` renders every registered grid into
 ``docs/results/<grid>.md`` (mean ± sample standard deviation over seeds, the paper's numbers beside ours, whether
-the paper's orderings hold, plots in ``docs/results/<grid>/``) and the one-table summary ``docs/RESULTS.md``.
+the paper's orderings hold, plots in ``docs/results/<grid>/``), the one-table summary ``docs/RESULTS.md`` and
+the README's headline results table (:mod:`experiments.headline`).
 
 On 2 CPU cores, ``--jobs 2`` with ``--extra "--run.precision bf16 --data.num_workers 0"`` is how the published
 tables were made (on a CPU with native bf16; without it bf16 is emulated and 16x slower, so use
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from .headline import README_PATH, update_readme
 from .registry import EXPERIMENTS, GRIDS, GROUPS, TARGETS
 from .report import NOTES_DIR, SUMMARY_PATH, build_report, build_summary, report_path
 from .runner import (
@@ -96,6 +98,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.grid is None:
         build_summary(list(GRIDS), results_dir, Path(args.summary))
         print(args.summary)
+        if update_readme(results_dir, Path(args.readme)):
+            print(args.readme)
     return 0
 
 
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="report file (one grid only; default docs/results/<grid>.md)")
     rep.add_argument("--plots-dir", default=None, help="plots folder (one grid only; default docs/results/<grid>/)")
     rep.add_argument("--summary", default=str(SUMMARY_PATH), help="the one-table summary (written for all grids)")
+    rep.add_argument("--readme", default=str(README_PATH),
+                     help="file whose headline results table is regenerated (written for all grids)")
     rep.add_argument("--only", nargs="+", default=None, choices=list(GROUPS),
                      help="report only these groups (default: the grid's registered scope, or all)")
     rep.add_argument("--targets", nargs="+", default=None, choices=sorted(TARGETS),

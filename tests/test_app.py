@@ -62,3 +62,27 @@ def test_search_without_a_gallery_or_query_is_a_message(tmp_path: Path) -> None:
     img, err, _ = check_image(bad)
     assert img is None and "not an image" in (err or "")
 
+
+
+def test_untrained_demo_model_calibrates_with_the_specs_pixel_statistics(tmp_path: Path) -> None:
+    """The demo's BatchNorm calibration sees images normalised as the engine will serve them (spec mean/std)."""
+    import torch
+
+    from scwm.data.transforms import preprocess
+    from scwm.models import ModelSpec
+    from serving.app.demo import untrained_model
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    spec = ModelSpec(backbone="resnet18", num_parts=2, height=32, width=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    net = untrained_model(spec, paths)
+    stem = next(m for m in net.modules() if hasattr(m, "conv1") and hasattr(m, "bn1"))
+    x = torch.from_numpy(np.stack([preprocess(Image.open(p).convert("RGB"), 32, 16, spec.mean, spec.std)
+                                   for p in paths]))
+    with torch.no_grad():
+        want = stem.conv1(x).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(stem.bn1.running_mean, want, rtol=1e-4, atol=1e-5)

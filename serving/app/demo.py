@@ -108,7 +108,8 @@ def untrained_model(spec: Any, images: Sequence[Path]) -> Any:
     for mod in net.modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
             mod.momentum = 1.0
-    x = torch.from_numpy(np.stack([preprocess(load_image(p), spec.height, spec.width) for p in images]))
+    x = torch.from_numpy(np.stack([preprocess(load_image(p), spec.height, spec.width, spec.mean, spec.std)
+                                   for p in images]))
     net.train()
     with torch.no_grad():
         net(x)

@@ -1,0 +1,57 @@
+"""Tests of the README's generated headline table (experiments/headline.py)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+from test_experiments import _write
+
+from experiments import headline
+
+
+def _start(mAP: float, r1: float) -> dict:
+    return {"start": {"initial_mAP": mAP, "initial_rank1": r1}}
+
+
+def test_headline_cells_are_mean_and_sample_sd_over_seeds(tmp_path: Path) -> None:
+    grid = tmp_path / "zoo-trunk01.jsonl"
+    maps, r1s = [0.38, 0.41, 0.35], [0.45, 0.47, 0.40]
+    for seed, (m, r) in enumerate(zip(maps, r1s, strict=True)):
+        _write(grid, "market", "t1-wm-scc", seed, m, r, **_start(0.272, 0.317))
+    _write(grid, "market", "peer-cluster-contrast", 0, 0.394, 0.463, **_start(0.272, 0.317))
+    table = headline.headline_table(tmp_path).splitlines()
+    want = (f"| SCWM | 0.1x (default) | 3 | {100 * statistics.mean(maps):.1f} ± {100 * statistics.stdev(maps):.1f} | "
+            f"{100 * statistics.mean(r1s):.1f} ± {100 * statistics.stdev(r1s):.1f} | - | not run | not run |")
+    assert want in table
+    assert "| global-only Cluster-Contrast-style | 0.1x (default) | 1 | 39.4 | 46.3 | - | not run | not run |" in table
+    assert "| direct transfer (the zoo backbone, no target training) | - | - | 27.2 | 31.7 | - | not run | - |" in table
+    assert not any(line.startswith("| SCWM | 1x") for line in table), "a model with no run in a grid gets no row"
+
+
+def test_headline_flags_runs_that_started_elsewhere(tmp_path: Path) -> None:
+    _write(tmp_path / "zoo-trunk01.jsonl", "market", "t1-wm-scc", 0, 0.4, 0.5, **_start(0.272, 0.317))
+    _write(tmp_path / "zoo.jsonl", "market", "t1-wm-scc", 0, 0.4, 0.5, **_start(0.300, 0.317))
+    assert "| - | differs | - |" in headline.headline_table(tmp_path)
+
+
+def test_update_readme_rewrites_only_between_the_markers(tmp_path: Path) -> None:
+    _write(tmp_path / "zoo-trunk01.jsonl", "msmt", "t1-baseline", 0, 0.155, 0.242, **_start(0.121, 0.166))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nintro\n{headline.BEGIN}\n| stale |\n{headline.END}\n\ntail\n")
+    assert headline.update_readme(tmp_path, readme)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nintro\n") and text.endswith(f"{headline.END}\n\ntail\n")
+    assert "| stale |" not in text and "| PPLR-style horizontal stripes baseline | 0.1x (default) | - | not run" in text
+    assert not headline.update_readme(tmp_path, readme), "a second update changes nothing"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="README.md: no results-table markers"):
+        headline.update_readme(tmp_path, readme)
+
+
+def test_the_repo_readme_holds_the_generated_table() -> None:
+    text = headline.README_PATH.read_text()
+    assert text.count(headline.BEGIN) == 1 and text.count(headline.END) == 1
+    body = text[text.index(headline.BEGIN) + len(headline.BEGIN): text.index(headline.END)].strip()
+    assert body == headline.headline_table(headline.RESULTS_DIR)
