@@ -181,7 +181,11 @@ GRIDS: dict[str, Grid] = {
     "zoo-trunk01": Grid("zoo-trunk01", "from the model-zoo backbone (docs/MODEL_ZOO.md), the pretrained trunk at a "
                         "tenth of the rate of the new heads (`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, "
                         "fp32, 8 x 40 iterations, evaluated every epoch (current defaults)", _STRONG,
-                        groups=("table1", "peers")),
+                        groups=("table1", "table2", "peers")),
+    "zoo-sched": Grid("zoo-sched", "as `zoo-trunk01` with the paper's schedule (Sec. 4.2: 60 epochs, rate / 10 "
+                      "every 20, mask momentum until epoch 20; AALS after 5) compressed to 8 epochs: "
+                      "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`", _STRONG,
+                      groups=("table1", "table2", "peers")),
     "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks, fp32, 8 x 40 "
                 "iterations, evaluated every epoch" + _FULL, _STRONG, groups=("table1", "peers")),
     "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
