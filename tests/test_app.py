@@ -78,7 +78,8 @@ def test_untrained_demo_model_calibrates_with_the_specs_pixel_statistics(tmp_pat
         p = tmp_path / f"{i}.png"
         Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(p)
         paths.append(p)
-    spec = ModelSpec(backbone="resnet18", num_parts=2, height=32, width=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    spec = ModelSpec(backbone="resnet18", num_parts=2, height=32, width=16, mean=(0.5, 0.5, 0.5),
+                     std=(0.25, 0.25, 0.25))
     net = untrained_model(spec, paths)
     stem = next(m for m in net.modules() if hasattr(m, "conv1") and hasattr(m, "bn1"))
     x = torch.from_numpy(np.stack([preprocess(Image.open(p).convert("RGB"), 32, 16, spec.mean, spec.std)

@@ -352,3 +352,37 @@ def test_memory_normalization_flag_reaches_the_weighted_update() -> None:
         mem.update(f, fp, torch.tensor([0, 0, 1, 1]), torch.full((4,), 0.5), torch.full((4, 2), 0.5))
         expected = unit(m * c0 + (1 - m) * share * (f[0] + f[1]), dim=0)
         assert torch.allclose(mem.global_centroids[0], expected, atol=1e-6), norm
+
+
+def test_clustering_stage_runs_the_neighbour_searches_on_the_training_device(tmp_path, monkeypatch) -> None:
+    """Jaccard + DBSCAN and the cross agreement get the training device (on CUDA their k-NN searches run on the
+    GPU, not on the extracted CPU copies); the spies record it and leave the results to the real functions."""
+    import numpy as np
+    from PIL import Image
+
+    import training.stages as stages
+    from scwm.data.records import ImageRecord
+    from training.model_init import build_model
+
+    rng = np.random.RandomState(0)
+    records = []
+    for i in range(8):
+        path = tmp_path / f"{i // 2:04d}_c{1 + i % 2}s1_000000_00.png"
+        Image.fromarray(rng.randint(0, 255, (64, 32, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(str(path), i // 2, i % 2))
+    seen: dict[str, object] = {}
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            seen[name] = kwargs.get("device")
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(stages, "pseudo_labels", spy("pseudo_labels", stages.pseudo_labels))
+    monkeypatch.setattr(stages, "cross_agreement", spy("cross_agreement", stages.cross_agreement))
+    cfg = preset_config("smoke", {"model": {"weights": None}, "data": {"height": 64, "width": 32},
+                                  "run": {"progress": False}})
+    device = torch.device("cpu")
+    targets = stages.clustering_stage(build_model(cfg, device), records, cfg, 0, device, None)
+    assert seen == {"pseudo_labels": device, "cross_agreement": device}
+    assert targets.alpha_parts.shape[0] == len(records) and len(targets.labels) == len(records)

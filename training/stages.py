@@ -127,10 +127,10 @@ def clustering_stage(model: SCWMNet, records: list[ImageRecord], cfg: TrainConfi
         labels = gt_pids.astype(np.int64)
     else:
         labels = pseudo_labels(g, cfg.cluster.eps, cfg.cluster.min_samples,
-                               min(cfg.cluster.k1, n - 1), min(cfg.cluster.k2, n - 1))
+                               min(cfg.cluster.k1, n - 1), min(cfg.cluster.k2, n - 1), device=device)
     t_dbscan = time.time() - tic
     k = min(cfg.cluster.knn_k, n - 1)
-    alpha_p, alpha_g = cross_agreement(g, p, k=k)
+    alpha_p, alpha_g = cross_agreement(g, p, k=k, device=device)  # the k-NN searches run on the GPU if any
     num_clusters = int(labels.max()) + 1 if labels.size else 0
     memory = build_memory(g, p, torch.from_numpy(labels), num_clusters, cfg)
 
