@@ -44,7 +44,8 @@ def _other_value(flag: str, ann, current):
     if ann is int:
         return current + 1, str(current + 1)
     if ann is float:
-        return current * 2, repr(current * 2)
+        other = current * 2 if current else 0.5  # a field that is off at 0 (model.ema_decay)
+        return other, repr(other)
     if typing.get_origin(ann) is list:  # data.mean / data.std: three values
         other = [v / 2 for v in current]
         return other, [repr(v) for v in other]
@@ -183,7 +184,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
               ("data", "mean"): ([0.485, 0.456, 0.406], [0.357, 0.323, 0.328]),
               ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239]),
               ("optim", "warmup_iters"): (0, 80),
-              ("loss", "soft_triplet"): (False, True)}
+              ("loss", "soft_triplet"): (False, True), ("model", "ema_decay"): (0.0, 0.999)}
     assert {(sec, key) for sec, key in _legacy_fields_at_legacy(base)} >= set(fields)
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy

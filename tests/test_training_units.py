@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from training.config import preset_config
@@ -386,3 +387,40 @@ def test_clustering_stage_runs_the_neighbour_searches_on_the_training_device(tmp
     targets = stages.clustering_stage(build_model(cfg, device), records, cfg, 0, device, None)
     assert seen == {"pseudo_labels": device, "cross_agreement": device}
     assert targets.alpha_parts.shape[0] == len(records) and len(targets.labels) == len(records)
+
+
+def test_ema_update_matches_hand_computation_and_skips_classifiers() -> None:
+    """--model.ema_decay: t <- d t + (1 - d) s for parameters and BN statistics, counters copied, classifiers
+    (rebuilt per epoch, other shapes) untouched; computed here from the state dicts by hand."""
+    from training.ema import ema_update_, make_teacher
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+            self.classifier = torch.nn.Linear(4, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.trunk(x)
+
+    torch.manual_seed(0)
+    student = Net()
+    teacher = make_teacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    student(torch.randn(2, 3, 8, 8))  # moves the BN statistics and the counter
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(torch.randn_like(p))
+    t0 = {k: v.clone() for k, v in teacher.state_dict().items()}
+    s = student.state_dict()
+    teacher.classifier = torch.nn.Linear(4, 7)  # another epoch's number of clusters
+    t0_cls = teacher.classifier.weight.clone()
+    ema_update_(teacher, student, 0.9)
+    got = teacher.state_dict()
+    for k in ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"):
+        k = f"trunk.{k}"
+        torch.testing.assert_close(got[k], 0.9 * t0[k] + 0.1 * s[k], msg=k)
+    assert int(got["trunk.1.num_batches_tracked"]) == int(s["trunk.1.num_batches_tracked"]) == 1
+    assert torch.equal(teacher.classifier.weight, t0_cls)
+    with pytest.raises(ValueError, match="decay"):
+        ema_update_(teacher, student, 1.0)

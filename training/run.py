@@ -32,6 +32,7 @@ from scwm.utils import atomic_torch_save, atomic_write_bytes, atomic_write_json,
 from .cli import config_from_args
 from .config import DeprecatedNameWarning, TrainConfig
 from .datasets import load_train_dataset
+from .ema import ema_update_, make_teacher
 from .features import evaluate
 from .logs import MetricsLog, plot_metrics, setup_logging
 from .model_init import build_model, calibrate_necks, model_spec
@@ -70,8 +71,14 @@ class Trainer:
             else None
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.masks: torch.Tensor | None = None
+        self.teacher: torch.nn.Module | None = None  # --model.ema_decay > 0: made after the neck calibration
         self.start_epoch = 0
         self.ckpt_path = self.out / "checkpoint.pt"
+
+    @property
+    def served(self) -> torch.nn.Module:
+        """The model that clusters, is evaluated and is saved: the EMA teacher if there is one."""
+        return self.net if self.teacher is None else self.teacher
 
     # ------------------------------------------------------------------------------------ persistence
     def save(self, epoch: int) -> None:
@@ -81,6 +88,7 @@ class Trainer:
             "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": epoch,
             "masks": self.masks, "fingerprint": self.cfg.fingerprint(for_resume=True), "spec": self.spec.to_dict(),
             "rng": torch.get_rng_state(),
+            **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {}),
         })
 
     def try_resume(self) -> None:
@@ -93,6 +101,12 @@ class Trainer:
         self.net.load_state_dict({k: v for k, v in state["model"].items() if "classifier" not in k},
                                  strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.cfg.model.ema_decay > 0:
+            if "teacher" not in state:
+                raise ValueError(f"{self.ckpt_path} holds no EMA teacher, which --model.ema_decay needs")
+            self.teacher = make_teacher(self.net)
+            self.teacher.load_state_dict({k: v for k, v in state["teacher"].items() if "classifier" not in k},
+                                         strict=False)
         self.masks = state.get("masks")
         torch.set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"]) + 1
@@ -103,7 +117,7 @@ class Trainer:
     def cluster(self, epoch: int) -> ClusterTargets | None:
         targets = None
         if self.env.is_main:
-            targets = clustering_stage(self.net, self.train_records, self.cfg, epoch, self.device, self.masks,
+            targets = clustering_stage(self.served, self.train_records, self.cfg, epoch, self.device, self.masks,
                                        self.gt_pids)
         return broadcast_object(targets, self.env)
 
@@ -125,6 +139,8 @@ class Trainer:
             log.info("before training (direct transfer): %s", _fmt(start))
         if self.start_epoch == 0:
             calibrate_necks(self.net, self.train_records, cfg, self.device)
+            if cfg.model.ema_decay > 0:
+                self.teacher = make_teacher(self.net)
         for epoch in range(self.start_epoch, cfg.optim.epochs):
             tic = time.time()
             targets = self.cluster(epoch)
@@ -144,8 +160,10 @@ class Trainer:
                 model: torch.nn.Module = self.net
                 if self.env.enabled:
                     model = DDP(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                ema = None if self.teacher is None else \
+                    functools.partial(ema_update_, self.teacher, self.net, cfg.model.ema_decay)
                 rec.update(train_epoch(model, self.net, self.train_records, targets, cfg, epoch,
-                                       optimizers, self.device, self.env, self.scaler, schedule))
+                                       optimizers, self.device, self.env, self.scaler, schedule, ema))
             last = epoch == cfg.optim.epochs - 1
             if self.has_eval and self.env.is_main and (last or (cfg.run.eval_every and
                                                                 (epoch + 1) % cfg.run.eval_every == 0)):
@@ -170,14 +188,14 @@ class Trainer:
 
     def _evaluate(self) -> dict[str, float]:
         """The figures logged for an evaluation on query/gallery."""
-        res = evaluate(self.net, self.dataset, self.cfg, self.device)
+        res = evaluate(self.served, self.dataset, self.cfg, self.device)
         return {"mAP": res.mAP, "rank1": res.rank1, "rank5": res.rank(5), "rank10": res.rank(10), "mINP": res.mINP}
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         if not self.env.is_main:
             return result
         model_path = self.out / "model.pt"
-        save_checkpoint(model_path, self.net, self.spec, config=self.cfg.model_dump(), kind="scwm")
+        save_checkpoint(model_path, self.served, self.spec, config=self.cfg.model_dump(), kind="scwm")
         plot = plot_metrics(self.metrics.path, self.out / "curves.png")
         summary = {"model": str(model_path), "checkpoint": str(self.ckpt_path), "metrics": str(self.metrics.path),
                    "curves": str(plot) if plot else None,

@@ -181,12 +181,13 @@ def build_memory(global_feats: torch.Tensor, part_feats: torch.Tensor, labels: t
 def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord], targets: ClusterTargets,
                 cfg: TrainConfig, epoch: int, optimizers: list[torch.optim.Optimizer], device: torch.device,
                 env: DistEnv, scaler: torch.amp.GradScaler | None = None,
-                schedule: Callable[[int], None] | None = None) -> dict[str, float]:
+                schedule: Callable[[int], None] | None = None,
+                after_step: Callable[[], None] | None = None) -> dict[str, float]:
     """One training stage over the pseudo-labelled set (outliers excluded); returns mean loss terms.
 
     ``model`` may be the DDP wrapper of ``net``. The memory is updated after every step with the
     (all-gathered) batch features, outside autograd (Eq. 9). ``schedule(step)``, when given, sets the
-    learning rates before each step.
+    learning rates before each step; ``after_step()`` runs after each optimizer step (the EMA teacher).
     """
     switches = cfg.loss.terms(parts_learned=cfg.uses_parsing)
     memory = targets.memory.to(device)
@@ -235,6 +236,8 @@ def train_epoch(model: torch.nn.Module, net: SCWMNet, records: list[ImageRecord]
             loss.backward()
             for opt in optimizers:
                 opt.step()
+        if after_step is not None:
+            after_step()
         with torch.no_grad():
             memory.update(all_gather_cat(out.global_feat.detach().float(), env),
                           all_gather_cat(out.part_feats.detach().float(), env),

@@ -167,3 +167,35 @@ def test_folder_of_unlabeled_images(world, tmp_path) -> None:
     assert summary["final"] == {}
     rec = json.loads((tmp_path / "folder" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "mAP" not in rec and "pseudo_mask_miou" not in rec and rec["num_clusters"] >= 0
+
+
+def test_ema_teacher_is_saved_and_resumed(world, tmp_path, monkeypatch) -> None:
+    """--model.ema_decay: the saved model is the teacher (not the trained model), and a run killed in its second
+    epoch resumes to the same teacher."""
+    extra = ("--model.ema_decay", "0.5")
+    ref = main(_args(world, tmp_path / "ref", *extra))
+    state = torch.load(tmp_path / "ref" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    saved, _ = load_model(ref["model"])
+    differs = False
+    for k, v in saved.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, state["teacher"][k], msg=k)
+            differs |= not torch.equal(v, state["model"][k])
+    assert differs, "the teacher should lag the trained model"
+    real_train_epoch = stages.train_epoch
+
+    def killed(*args, **kwargs):
+        if args[5] == 1:
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr("training.run.train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(_args(world, tmp_path / "res", *extra))
+    monkeypatch.setattr("training.run.train_epoch", real_train_epoch)
+    resumed = main(_args(world, tmp_path / "res", *extra))
+    assert resumed["final"]["mAP"] == pytest.approx(ref["final"]["mAP"], abs=1e-4)
+    again, _ = load_model(resumed["model"])
+    for (k, a), b in zip(saved.state_dict().items(), again.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
