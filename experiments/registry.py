@@ -173,6 +173,7 @@ SWEEP_NOTES = {
 
 _EARLY = "2026-12-02-early-grids.md"
 _STRONG = "2026-12-03-strong-start.md"
+_SCHED = "2026-12-03-seeds-and-schedule.md"
 _OLD = ("; made under the defaults before 2026-12-03: to rerun, add `--model.weights pretrain --pretrain.epochs 6 "
         "--model.bn_chunks 1 --optim.iters 80 --optim.backbone_lr_mult 1` to its extra flags")
 _FULL = ("; the trunk at the full rate, the default before the trunk-rate change of 2026-12-03: to rerun, add "
@@ -184,7 +185,7 @@ GRIDS: dict[str, Grid] = {
                         groups=("table1", "table2", "peers")),
     "zoo-sched": Grid("zoo-sched", "as `zoo-trunk01` with the paper's schedule (Sec. 4.2: 60 epochs, rate / 10 "
                       "every 20, mask momentum until epoch 20; AALS after 5) compressed to 8 epochs: "
-                      "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`", _STRONG,
+                      "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`", _SCHED,
                       groups=("table1", "table2", "peers")),
     "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks, fp32, 8 x 40 "
                 "iterations, evaluated every epoch" + _FULL, _STRONG, groups=("table1", "peers")),
