@@ -108,6 +108,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                {"loss.nce_literal": True}),
     Experiment("peer-diversity-sum", "peers", "SCWM, Eq. 5 as printed (sum over pixels, x32 weight at 8x4)",
                {"loss.diversity_sum": True}),
+    # PPLR's soft triplet added to the memory-based methods (not in the paper: SCWM and Cluster Contrast train
+    # without a batch metric term; t1-pplr shows it keeps and lifts a strong start).
+    Experiment("triplet-scwm", "triplet", "SCWM + PPLR's soft triplet", {"loss.soft_triplet": True}),
+    Experiment("triplet-cluster-contrast", "triplet", "global-only Cluster-Contrast + PPLR's soft triplet",
+               {"cluster.part_source": "none", "loss.nce_parts": False, "loss.separation": False,
+                "loss.part_classification": False, "loss.nce_weighted": False, "loss.memory_update": "hardest",
+                "loss.soft_triplet": True}),
 )
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
 
@@ -119,6 +126,7 @@ GROUPS: dict[str, str] = {
     "parts": "Fig. 5 (right) — number of parts l",
     "eta_feature": "Fig. 5 (left) again, merges past infinity ordered by feature distance (not in the paper)",
     "peers": "Peers (Table 4)",
+    "triplet": "PPLR's soft triplet added to SCWM and to the global-only peer (not in the paper)",
 }
 
 CLAIMS: dict[str, tuple[Claim, ...]] = {
@@ -132,6 +140,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
                Claim("t3-hardest", "t3-average")),
     "peers": (Claim("peer-scwm", "peer-cluster-contrast"), Claim("peer-supervised", "peer-scwm"),
               Claim("peer-scwm", "peer-wnce-literal", source="expected")),
+    "triplet": (Claim("triplet-scwm", "t1-wm-scc", source="expected"),
+                Claim("triplet-scwm", "t1-pplr", source="expected"),
+                Claim("triplet-scwm", "triplet-cluster-contrast", source="expected")),
 }
 
 PAPER_BEST: dict[str, dict[str, float]] = {"parts": {"market": 4, "msmt": 7}}
@@ -182,11 +193,11 @@ GRIDS: dict[str, Grid] = {
     "zoo-trunk01": Grid("zoo-trunk01", "from the model-zoo backbone (docs/MODEL_ZOO.md), the pretrained trunk at a "
                         "tenth of the rate of the new heads (`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, "
                         "fp32, 8 x 40 iterations, evaluated every epoch (current defaults)", _STRONG,
-                        groups=("table1", "table2", "peers")),
+                        groups=("table1", "table2", "peers", "triplet")),
     "zoo-sched": Grid("zoo-sched", "as `zoo-trunk01` with the paper's schedule (Sec. 4.2: 60 epochs, rate / 10 "
                       "every 20, mask momentum until epoch 20; AALS after 5) compressed to 8 epochs: "
                       "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`", _SCHED,
-                      groups=("table1", "table2", "peers")),
+                      groups=("table1", "table2", "peers", "triplet")),
     "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks, fp32, 8 x 40 "
                 "iterations, evaluated every epoch" + _FULL, _STRONG, groups=("table1", "peers")),
     "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
