@@ -2,7 +2,7 @@
 learned to segment without part labels.
 
 ``python app.py [--index exports/index] [--model PATH] [--host 127.0.0.1] [--port 7860] [--share false]
-[--auth USER:PASS]``
+[--auth USER:PASS] [--precision fp32|int8]``
 
 Without ``--index`` it opens ``exports/index`` (else ``exports/demo/index``). When there is nothing to open
 it lists the commands that create the artifacts and offers a one-click demo gallery. Helpers live in
@@ -41,6 +41,7 @@ from serving.app.session import (  # noqa: E402
 )
 from serving.app.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from serving.app.views import VIEW_MODES  # noqa: E402
+from serving.engine import PRECISION_CHOICES, PRECISION_ENV  # noqa: E402
 from serving.index import DEFAULT_INDEX_DIR, MANIFEST  # noqa: E402
 
 log = logging.getLogger("scwm.app")
@@ -85,9 +86,10 @@ class QueryImage(gr.Image):
 # ------------------------------------------------------------------------------------------ the app
 def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathLike[str] | None = None,
               root: str | os.PathLike[str] = ".", providers: Sequence[str] | None = None,
-              threads: int | None = None) -> gr.Blocks:
-    """The Gradio app over ``index`` (default ``root/exports/index``, else ``root/exports/demo/index``)."""
-    state = AppState(Path(root), index, model, providers, threads)
+              threads: int | None = None, precision: str | None = None) -> gr.Blocks:
+    """The Gradio app over ``index`` (default ``root/exports/index``, else ``root/exports/demo/index``), its model
+    served at ``precision`` (:class:`serving.engine.OnnxEngine`: ``fp32``, the file itself, or ``int8``)."""
+    state = AppState(Path(root), index, model, providers, threads, precision)
     p = panels(state)
     loaded = state.retriever is not None
     with gr.Blocks(title="SCWM re-ID demo", analytics_enabled=False) as demo:
@@ -158,7 +160,8 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
                 return (*refresh(), "A build is already running.")
             try:
                 plan = state.plan()
-                index_dir = build_demo(plan, state.root, lambda f, msg: progress(f, desc=msg))
+                index_dir = build_demo(plan, state.root, lambda f, msg: progress(f, desc=msg),
+                                       precision=state.precision)
                 ok = state.open(index_dir)
                 sync_served_paths(demo)
                 where = state.display(index_dir)
@@ -253,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--share", type=_bool, default=False, help="create a public Gradio share link (default: false)")
     ap.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default: CUDA if available)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    ap.add_argument("--precision", choices=PRECISION_CHOICES,
+                    help="fp32: the model file itself; int8: its int8-static sibling on the CPU, as the index was "
+                         f"built with (default: ${PRECISION_ENV}, else fp32)")
     ap.add_argument("--auth", metavar="USER:PASS",
                     help=f"require this login (default: ${AUTH_ENV} if set; prefer the variable, command lines "
                          "are visible to other users of the machine)")
@@ -265,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in exposure_warnings(args.host, args.share, auth):
         print(f"warning: {warning}", file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    demo = build_app(args.index, args.model, ".", args.providers, args.threads)
+    demo = build_app(args.index, args.model, ".", args.providers, args.threads, args.precision)
     state: AppState = demo.scwm_state  # type: ignore[attr-defined]
     if state.retriever is None:
         print(f"no gallery loaded ({state.error or 'no artifacts in exports/'}); the page explains how to make one")

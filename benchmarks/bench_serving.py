@@ -218,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     nospin = {"session.intra_op.allow_spinning": "0"}
     engines = {
         "all": OnnxEngine(paths["fp32"], providers=["CPUExecutionProvider"], intra_op_threads=args.threads,
-                          session_config=nospin),
+                          precision="fp32", session_config=nospin),
         "basic": OnnxEngine(paths["fp32"], providers=["CPUExecutionProvider"], intra_op_threads=args.threads,
-                            optimization="basic", session_config=nospin),
+                            precision="fp32", optimization="basic", session_config=nospin),
         "all, 1 thread": OnnxEngine(paths["fp32"], providers=["CPUExecutionProvider"], intra_op_threads=1,
-                                    session_config=nospin),
+                                    precision="fp32", session_config=nospin),
     }
     speedups: dict[int, float] = {}
     for b in (args.batch, 1):
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     tq, tg = torch_feats(sub_q), torch_feats(sub_g)
     ref_map, ref_r1 = _rank_metrics(tq, tg, sub_q, sub_g)
     say(f"| PyTorch eager fp32 | - | - | {ref_map:.4f} | {ref_r1:.4f} | - | - |")
-    variant_engines = {r.precision: OnnxEngine(r.path, providers=["CPUExecutionProvider"],
+    variant_engines = {r.precision: OnnxEngine(r.path, providers=["CPUExecutionProvider"], precision="fp32",
                                                intra_op_threads=args.threads, session_config=nospin)
                        for r in reports}
     speed = _interleaved({k: (lambda e=e: e.run(x)) for k, e in variant_engines.items()}, args.min_time)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ------------------------------------------------------------------ 3. end-to-end latency
     idx_dir = work / "index"
-    eng = OnnxEngine(paths["fp32"], intra_op_threads=args.threads)
+    eng = OnnxEngine(paths["fp32"], intra_op_threads=args.threads, precision="fp32")
     ix.build_index(eng, [data], idx_dir, progress=False)
     retr = Retriever(eng, ix.GalleryIndex.load(idx_dir))
     qfiles = [queries[i % len(queries)] for i in range(args.latency_queries)]
@@ -381,10 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{speedups[1]:.2f}x at batch 1 (target 1.5x: "
         f"{'met' if min(speedups.values()) >= 1.5 else 'not met at every batch size; see the rows above'}). "
         "On 2 busy cores one ORT thread can beat two (less contention with the other jobs).")
-    say("- int8-dynamic uses ConvInteger kernels, which are slow on this x86 CPU; int8-static (QDQ, calibrated "
-        "on synthetic training images) is the int8 variant to pick for CPU speed. Check its mAP change on "
-        "real data before using it; fp16 mainly halves the file (its CPU speed depends on the ORT kernels "
-        "of the machine) and is the natural choice on a GPU.")
+    say("- int8-dynamic uses ConvInteger kernels, which are slow on this x86 CPU; int8-static (QDQ, U8 activations, "
+        "S8 per-channel reduce_range weights, calibrated on synthetic training images) is the int8 variant for CPU "
+        "speed, served on request (`--precision int8` or `SCWM_PRECISION=int8`; not the default: an index built "
+        "with fp32 refuses it, the fingerprints differ); analysis in [int8.md](int8.md). Check its mAP change on "
+        "real data; fp16 mainly halves the file (its CPU speed depends on the ORT kernels of the machine) and is "
+        "the natural choice on a GPU.")
     say("- Exact search: compare the FAISS `IndexFlatIP` and numpy rows of section 4; both are exact and give the "
         "same top-10 (a single query is scanned by one FAISS thread; batches are BLAS-bound in both). The index's "
         "value is one API with the approximate (IVF/HNSW/PQ) and GPU indexes.")

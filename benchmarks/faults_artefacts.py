@@ -125,7 +125,7 @@ def export_state(out: Path, precisions: Sequence[str]) -> State:
             if meta.get("scwm.fingerprint") != fp:
                 return State("error", detail=f"{f.name}: metadata fingerprint {meta.get('scwm.fingerprint', '')[:12]} "
                                              f"!= graph {fp[:12]}")
-            OnnxEngine(f, providers=["CPUExecutionProvider"])
+            OnnxEngine(f, providers=["CPUExecutionProvider"], precision="fp32")  # each file as given
             meta.pop("scwm.exported_at", None)
             parts.append([f.name, fp, sorted(meta.items())])
     except Exception as exc:  # does not load: broken

@@ -196,11 +196,11 @@ def check_onnx(device: Any, batch: int = 32) -> Result:
     with tempfile.TemporaryDirectory(prefix="scwm-gpu-check-") as tmp:
         path = Path(tmp) / "model.onnx"
         export_model(net, spec, path)  # verified against PyTorch on the CPU provider
-        cuda = OnnxEngine(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        cuda = OnnxEngine(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], precision="fp32")
         if cuda.providers[0] != "CUDAExecutionProvider":
             return Result("onnx", "FAIL", f"ONNX Runtime fell back to {cuda.providers} (CUDA or cuDNN libraries "
                                           "not found by onnxruntime-gpu?)")
-        cpu = OnnxEngine(path, providers=["CPUExecutionProvider"])
+        cpu = OnnxEngine(path, providers=["CPUExecutionProvider"], precision="fp32")  # the same file as CUDA
         images = np.stack([cpu.preprocess(im) for im in verification_images(None, 8)])
         a, b = cpu.run(images)["global_feat"], cuda.run(images)["global_feat"]
         cos, diff = min_cosine(a, b), float(np.abs(a - b).max())

@@ -26,7 +26,8 @@ from scwm.data.transforms import preprocess
 from scwm.models.checkpoint import ModelSpec
 
 __all__ = ["ImageInput", "OnnxEngine", "OUTPUT_NAMES", "INPUT_NAME", "META_PREFIX", "to_pil",
-           "select_providers", "read_metadata"]
+           "select_providers", "read_metadata", "resolve_precision", "resolve_model_path", "PRECISION_ENV",
+           "PRECISION_CHOICES"]
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 INPUT_NAME = "images"
@@ -122,6 +123,49 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
+PRECISION_ENV = "SCWM_PRECISION"
+PRECISION_CHOICES = ("fp32", "int8")
+INT8_TAG = "int8-static"  # serving.export's variant_path: model.onnx -> model.int8-static.onnx
+_EXPORT_HINT = "python -m serving.export --checkpoint CKPT --out {} --int8 static"
+
+
+def resolve_precision(precision: str | None = None) -> str:
+    """``precision``, else ``$SCWM_PRECISION``, else ``fp32``; a ``ValueError`` for anything but ``fp32|int8``
+    (naming the variable and its value when the value came from there)."""
+    if precision is None:
+        raw = os.environ.get(PRECISION_ENV, "").strip()
+        if raw and raw not in PRECISION_CHOICES:
+            raise ValueError(f"{PRECISION_ENV}={raw!r} is not a serving precision; set it to one of "
+                             f"{'|'.join(PRECISION_CHOICES)} or unset it (fp32)")
+        return raw or "fp32"
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {'|'.join(PRECISION_CHOICES)}, got {precision!r}")
+    return precision
+
+
+def resolve_model_path(model_path: str | os.PathLike[str], providers: Sequence[str],
+                       precision: str | None = None) -> Path:
+    """The file to serve for ``model_path``. ``fp32`` (the default; else ``$SCWM_PRECISION``): ``model_path``
+    itself, whatever its precision. ``int8`` (opt-in, CPU provider alone): the int8-static sibling
+    ``model.int8-static.onnx`` (``model_path`` itself if it is that file), about 2x fp32 at batch 32 on AVX2
+    (docs/bench/int8.md); a ``ValueError`` saying how to write it if it is missing. Not the default: the
+    sibling has its own fingerprint, so an index built with the fp32 model refuses an int8 engine."""
+    path = Path(model_path)
+    if resolve_precision(precision) == "fp32":
+        return path
+    if list(providers) != ["CPUExecutionProvider"]:
+        raise ValueError(f"precision int8 serves the int8-static model on the CPU provider alone, not on "
+                         f"{list(providers)}; pass providers=['CPUExecutionProvider'] or use precision fp32")
+    suffix = f".{INT8_TAG}{path.suffix}"
+    if path.name.endswith(suffix):
+        return path
+    sibling = path.with_name(f"{path.stem}{suffix}")
+    if not sibling.is_file():
+        raise ValueError(f"precision int8 serves {sibling}, which does not exist; write it next to {path} with "
+                         f"`{_EXPORT_HINT.format(path)}` (or serve fp32)")
+    return sibling
+
+
 class OnnxEngine:
     """Runs an exported SCWM ONNX model; ``embed`` maps images to ``global_feat`` (N, D),
     ``part_feats`` (N, P, D) and ``part_probs`` (N, K, h, w).
@@ -131,6 +175,10 @@ class OnnxEngine:
     ``optimization``: graph optimisation level, one of ``disable|basic|extended|all``.
     ``session_config``: extra ORT session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``
     to stop idle worker threads from spinning (kinder to other work on a small machine).
+    ``precision``: ``fp32`` (default, else ``$SCWM_PRECISION``) serves ``model_path`` itself; ``int8`` (opt-in)
+    serves its int8-static sibling on the CPU provider alone (providers default to CPU then; see
+    :func:`resolve_model_path`). ``requested_path`` is the file asked for, ``model_path`` the one served,
+    ``served_precision`` the precision in its metadata (``fp32``, ``fp16``, ``int8-static``, ...).
     ``InferenceSession.run`` is thread-safe and the engine holds no other mutable state, so one
     engine may be shared by several threads.
     """
@@ -138,17 +186,21 @@ class OnnxEngine:
     def __init__(self, model_path: str | os.PathLike[str], providers: Sequence[str] | None = None,
                  intra_op_threads: int | None = None, inter_op_threads: int | None = None,
                  optimization: str = "all", log_severity: int = 3,
-                 session_config: dict[str, str] | None = None) -> None:
+                 session_config: dict[str, str] | None = None, precision: str | None = None) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise ValueError(f"ONNX model not found: {path}")
+        self.requested_path = path
         if optimization not in _OPT_LEVELS:
             raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
         for name, val in (("intra_op_threads", intra_op_threads), ("inter_op_threads", inter_op_threads)):
             if val is not None and (not isinstance(val, int) or val < 0):
                 raise ValueError(f"{name} must be a non-negative integer or None, got {val!r}")
+        self.precision = resolve_precision(precision)
+        self.providers = select_providers(["CPUExecutionProvider"] if providers is None and self.precision == "int8"
+                                          else providers)
+        path = resolve_model_path(path, self.providers, self.precision)
         self.model_path = path
-        self.providers = select_providers(providers)
         so = ort.SessionOptions()
         so.log_severity_level = log_severity
         so.graph_optimization_level = _OPT_LEVELS[optimization]
@@ -167,7 +219,12 @@ class OnnxEngine:
         if f"{META_PREFIX}spec" not in self.metadata:
             raise ValueError(f"{path} has no scwm metadata (key '{META_PREFIX}spec'); "
                              "export it with `python -m serving.export`")
+        if self.precision == "int8" and f"{META_PREFIX}quantization" not in self.metadata:
+            fp32 = path.with_name(path.name.replace(f".{INT8_TAG}", ""))
+            raise ValueError(f"{path} lacks the '{META_PREFIX}quantization' metadata of serving.export's int8-static "
+                             f"recipe (an older, slower export); rewrite it with `{_EXPORT_HINT.format(fp32)}`")
         self.spec = ModelSpec.from_dict(json.loads(self.metadata[f"{META_PREFIX}spec"]))
+        self.served_precision = self.metadata.get(f"{META_PREFIX}precision", "fp32")
         self.fingerprint = self.metadata.get(f"{META_PREFIX}fingerprint", "")
         self.embedding_size = int(self.metadata.get(f"{META_PREFIX}embedding_size", "0"))
         self.part_names: list[str] = list(self.spec.part_names)

@@ -1,7 +1,8 @@
 """Export a trained SCWM checkpoint to ONNX, with metadata, and verify it against PyTorch.
 
 ``python -m serving.export --checkpoint CKPT [--out exports/model.onnx] [--opset 18] [--fp16]
-[--int8 dynamic|static] [--verify-images DIR]``
+[--int8 dynamic|static] [--verify-images DIR]`` (``--int8 static`` writes ``model.int8-static.onnx``, which
+:class:`serving.engine.OnnxEngine` serves on request: ``precision="int8"``, ``--precision int8``).
 
 The exported graph maps ``images`` (N, 3, H, W; float32, normalized as by
 :func:`scwm.data.transforms.preprocess`; N dynamic) to ``global_feat`` (N, D, L2-normalized),
@@ -51,13 +52,18 @@ from serving.engine import INPUT_NAME, META_PREFIX, OUTPUT_NAMES, OnnxEngine
 
 __all__ = ["ExportError", "ExportVerificationError", "ExportReport", "Tolerance", "TOLERANCES",
            "export_model", "export_checkpoint", "verification_images", "rendered_pictures", "generated_pictures",
-           "model_fingerprint", "variant_path", "main"]
+           "model_fingerprint", "variant_path", "INT8_STATIC_RECIPE", "main"]
 
 log = logging.getLogger(__name__)
 DEFAULT_OUT = Path("exports/model.onnx")
 DEFAULT_OPSET = 18
 FORMAT_VERSION = "1"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
+# int8-static recipe (docs/bench/int8.md): U8 activations let ONNX Runtime fuse every Conv (with S8 ones the convs
+# reading a shared DequantizeLinear stay float: ~1x fp32); reduce_range avoids AVX2's u8 x s8 int16 saturation.
+INT8_STATIC_RECIPE: dict[str, str | bool] = {"format": "QDQ", "activation": "U8", "weight": "S8",
+                                              "per_channel": True, "reduce_range": True}
+CALIBRATION_IMAGES = 64
 
 
 class ExportError(RuntimeError):
@@ -249,7 +255,7 @@ def verify_onnx(path: Path, model: SCWMNet, spec: ModelSpec, images: Sequence[Im
     if len(images) < 8:
         raise ExportError(f"verification needs 8 images, got {len(images)}")
     x = np.stack([preprocess(im, spec.height, spec.width, spec.mean, spec.std) for im in images[:8]])
-    engine = OnnxEngine(path, providers=["CPUExecutionProvider"])
+    engine = OnnxEngine(path, providers=["CPUExecutionProvider"], precision="fp32")  # the file itself
     ort1, ort8 = engine.run(x[:1]), engine.run(x)
     parity = {
         "batch1": _compare(_torch_reference(model, x[:1]), ort1),
@@ -355,17 +361,23 @@ def _make_variant(fp32_path: Path, fp32_proto: onnx.ModelProto, precision: str, 
         root.setLevel(logging.ERROR)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                quant_pre_process(str(fp32_path), str(pre))
-                source = pre
-            except Exception as exc:  # optional optimisation step; quantize the plain model instead
-                log.info("quantization pre-processing skipped (%s)", exc)
-                source = fp32_path
+            source = fp32_path
+            # symbolic shape inference fails on this graph (Expand); the ORT-optimisation part still runs
+            for skip_symbolic in (False, True):
+                try:
+                    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=skip_symbolic)
+                    source = pre
+                    break
+                except Exception as exc:  # optional optimisation step; quantize the plain model otherwise
+                    log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
             if precision == "int8-dynamic":
                 quantize_dynamic(source, tmp, weight_type=QuantType.QInt8)
             else:
-                quantize_static(source, tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                r = INT8_STATIC_RECIPE
+                act, wt = (QuantType.QUInt8 if r[k] == "U8" else QuantType.QInt8 for k in ("activation", "weight"))
+                quantize_static(source, tmp, Reader(), quant_format=getattr(QuantFormat, str(r["format"])),
+                                per_channel=bool(r["per_channel"]), reduce_range=bool(r["reduce_range"]),
+                                activation_type=act, weight_type=wt)
     finally:
         root.setLevel(level)
         pre.unlink(missing_ok=True)
@@ -388,7 +400,7 @@ def export_model(model: SCWMNet, spec: ModelSpec, out: str | Path = DEFAULT_OUT,
     tols = {**TOLERANCES, **(tolerances or {})}
     model = model.to("cpu").eval()
     images = verification_images(verify_images, 8)
-    calib_imgs = verification_images(calibration_images, 16, seed=1) if calibration_images else images
+    calib_imgs = verification_images(calibration_images, CALIBRATION_IMAGES, seed=1) if calibration_images else images
     calib = np.stack([preprocess(im, spec.height, spec.width, spec.mean, spec.std) for im in calib_imgs])
     base = _base_metadata(spec, config, source, source_sha, opset)
     order = ["fp32"] + [p for p in precisions if p != "fp32"]
@@ -417,6 +429,8 @@ def export_model(model: SCWMNet, spec: ModelSpec, out: str | Path = DEFAULT_OUT,
                 emb = vproto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or model.feat_dim
                 meta = {**base, "precision": precision, "embedding_size": str(emb),
                         "fingerprint": model_fingerprint(vproto)}
+                if precision == "int8-static":
+                    meta["quantization"] = json.dumps(INT8_STATIC_RECIPE, sort_keys=True)
                 _set_metadata(vproto, meta)
                 onnx.save_model(vproto, str(tmp))
                 os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are meant to be shared
@@ -462,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
     ap.add_argument("--fp16", action="store_true", help="also write an fp16 variant (model.fp16.onnx)")
     ap.add_argument("--int8", choices=["dynamic", "static"], action="append", default=[],
-                    help="also write an int8 variant (onnxruntime.quantization); may be repeated")
+                    help="also write an int8 variant (onnxruntime.quantization); may be repeated. static: "
+                         "model.int8-static.onnx, served on the CPU with --precision int8 (docs/bench/int8.md)")
     ap.add_argument("--verify-images", help="folder of images for the parity check (default: generated)")
     ap.add_argument("--calibration-images", help="folder of images for --int8 static calibration")
     ap.add_argument("--atol", type=float, help="override the fp32 max abs tolerance (default 1e-4)")

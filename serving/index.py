@@ -1,9 +1,10 @@
 """Gallery index of served embeddings (FAISS by default, or Milvus), persisted as a verified directory.
 
 ``python -m serving.index build --model exports/model.onnx --images DIR_OR_MARKET_ROOT --out exports/index
-[--backend faiss|milvus] [--uri URI] [--factory Flat|IVF256,Flat|HNSW32|IVF256,PQ32] [--nprobe N] [--ef-search N]``,
-``python -m serving.index add --index DIR --images PATH... [--uri URI]`` and
-``python -m serving.index info --index DIR``.
+[--backend faiss|milvus] [--uri URI] [--factory Flat|IVF256,Flat|HNSW32|IVF256,PQ32] [--nprobe N] [--ef-search N]
+[--precision fp32|int8]``, ``python -m serving.index add --index DIR --images PATH... [--uri URI] [--precision P]``
+and ``python -m serving.index info --index DIR``. ``--precision int8`` embeds with the model's int8-static sibling
+(:class:`serving.engine.OnnxEngine`); the manifest records the file and precision served.
 
 Search is exact inner product (``IndexFlatIP``, i.e. cosine on the L2-normalized embeddings) by default;
 IVF / HNSW / PQ come from a FAISS factory string. The directory layout and its commit point (the manifest)
@@ -41,7 +42,7 @@ from scwm.data.readers import DatasetError
 from scwm.data.readers import parse_market_name as _read_market_name
 from serving.backends import BACKENDS, VectorStore
 from serving.backends.faiss_backend import FaissStore, check_factory, make_faiss_index
-from serving.engine import OnnxEngine
+from serving.engine import PRECISION_CHOICES, OnnxEngine
 from serving.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -208,11 +209,14 @@ class GalleryIndex:
         """Raise :class:`ModelMismatchError` unless ``engine`` runs the model that built this index."""
         if engine.fingerprint != self.fingerprint or (engine.embedding_size and engine.embedding_size != self.dim):
             where = f" {self.directory}" if self.directory else ""
+            built = str(self.manifest.get("model_precision", "fp32"))
+            flag = "int8" if built == "int8-static" else "fp32"
             raise ModelMismatchError(
-                f"index{where} was built with model {self.manifest.get('model_path', '?')} (fingerprint "
-                f"{self.fingerprint[:16]}, {self.dim}-d) but {engine.model_path} has fingerprint "
-                f"{engine.fingerprint[:16] or '(none)'} ({engine.embedding_size}-d); embeddings of different "
-                "models are not comparable: use the model that built the index or rebuild the index")
+                f"index{where} was built with model {self.manifest.get('model_path', '?')} ({built}, fingerprint "
+                f"{self.fingerprint[:16]}, {self.dim}-d) but {engine.model_path} ({engine.served_precision}) has "
+                f"fingerprint {engine.fingerprint[:16] or '(none)'} ({engine.embedding_size}-d); embeddings of "
+                "different models are not comparable: use the model that built the index with the same --precision "
+                f"as at build time (--precision {flag}, or SCWM_PRECISION={flag}), or rebuild the index")
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, item ids) for (N, D) query embeddings; ids of missing results are -1."""
@@ -289,13 +293,13 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
                 out: str | os.PathLike[str] = DEFAULT_INDEX_DIR, factory: str = "Flat",
                 nprobe: int | None = None, ef_search: int | None = None, batch_size: int = 32,
                 overwrite: bool = False, progress: bool = True, backend: str = "faiss",
-                uri: str | None = None) -> GalleryIndex:
-    """Embed ``images`` with ``model`` and write a new index directory ``out`` atomically.
+                uri: str | None = None, precision: str | None = None) -> GalleryIndex:
+    """Embed ``images`` with ``model`` (a path is opened at ``precision``) and write a new index ``out`` atomically.
 
     ``backend="milvus"`` stores the vectors in a new Milvus collection at ``uri`` (default: Milvus Lite in
     ``out/milvus.db``); overwriting keeps the replaced collection (for readers racing the swap) and drops
     older ones (:func:`serving.backends.milvus_backend.drop_replaced`)."""
-    engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model)
+    engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model, precision=precision)
     out = Path(out)
     if backend not in BACKENDS:
         raise GalleryIndexError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
@@ -326,7 +330,7 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model_path": str(engine.model_path.resolve()), "model_fingerprint": engine.fingerprint,
-        "model_precision": engine.metadata.get("scwm.precision", "fp32"),
+        "model_precision": engine.served_precision,  # of the file served (int8-static with --precision int8)
         "metric": "inner_product", "factory": factory,
         "search_params": {k: v for k, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None},
         "created": added, "skipped": skipped,
@@ -371,26 +375,26 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
 def add_to_index(index_dir: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
                  model: str | os.PathLike[str] | OnnxEngine | None = None, batch_size: int = 32,
                  progress: bool = True, uri: str | None = None, backend: str | None = None,
-                 ) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
+                 precision: str | None = None) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
     """Embed ``images`` and append them to the index in ``index_dir`` (paths already indexed are skipped).
     ``uri`` overrides (and then replaces) the recorded Milvus location; ``backend``, if given, must be the
-    index's. Returns ``(index, number added, skipped)``."""
+    index's; a model path is opened at ``precision``. Returns ``(index, number added, skipped)``."""
     built_with = backend_of(read_manifest(Path(index_dir)))
     if backend is not None and backend != built_with:
         raise GalleryIndexError(f"{index_dir} is a {built_with} index; `add` appends with the backend it was "
                                 f"built with (rebuild with --backend {backend} --overwrite to change it)")
     with _milvus().writer_lock(index_dir) if built_with == "milvus" else nullcontext():
-        return _add(index_dir, images, model, batch_size, progress, uri)
+        return _add(index_dir, images, model, batch_size, progress, uri, precision)
 
 
 def _add(index_dir: str | os.PathLike[str], images: Sequence[str | os.PathLike[str]],
          model: str | os.PathLike[str] | OnnxEngine | None, batch_size: int, progress: bool, uri: str | None,
-         ) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
+         precision: str | None) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
     gallery = GalleryIndex.load(index_dir, use_gpu=False, uri=uri)
     try:
         if model is None:
             model = gallery.manifest.get("model_path") or DEFAULT_MODEL
-        engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model)
+        engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model, precision=precision)
         gallery.check_model(engine)
         known = {it["path"] for it in gallery.items}
         paths = [p for p in collect_images(images) if str(p.resolve()) not in known]
@@ -452,6 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (b, a):
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--no-progress", action="store_true")
+        p.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32: the model file itself; int8: its "
+                       "int8-static sibling, CPU only (default: $SCWM_PRECISION, else fp32)")
         p.add_argument("--backend", choices=BACKENDS, default="faiss" if p is b else None,
                        help="vector store: faiss in process (default) or milvus" if p is b else
                        "must be the index's backend (read from the manifest)")
@@ -464,13 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "build":
             g = build_index(args.model, args.images, args.out, args.factory, args.nprobe, args.ef_search,
-                            args.batch_size, args.overwrite, not args.no_progress, args.backend, args.uri)
+                            args.batch_size, args.overwrite, not args.no_progress, args.backend, args.uri,
+                            args.precision)
             print(f"built {g.directory}: {g.count} images, {g.dim}-d, {g.backend} factory {g.manifest['factory']}, "
                   f"model {g.fingerprint[:16]}")
             _print_skipped(g.manifest["skipped"])
         elif args.cmd == "add":
             g, n, skipped = add_to_index(args.index, args.images, args.model, args.batch_size,
-                                         not args.no_progress, args.uri, args.backend)
+                                         not args.no_progress, args.uri, args.backend, args.precision)
             print(f"added {n} images to {args.index}: {g.count} in total")
             _print_skipped(skipped)
         else:

@@ -67,15 +67,17 @@ class Retriever:
     @classmethod
     def load(cls, index_dir: str | os.PathLike[str], model_path: str | os.PathLike[str] | None = None,
              providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
-             use_gpu: bool | None = None) -> Retriever:
+             use_gpu: bool | None = None, *, precision: str | None = None) -> Retriever:
         """Load and verify ``index_dir`` and its model (``model_path`` overrides the manifest's; it must
-        be the same model, checked by fingerprint)."""
+        be the same model, checked by fingerprint). ``precision``: ``fp32`` (default, else ``$SCWM_PRECISION``)
+        serves the model file itself, ``int8`` its int8-static sibling on the CPU (:class:`OnnxEngine`); an index
+        is searched at the precision it was built with (the fingerprints differ)."""
         index = GalleryIndex.load(index_dir, use_gpu=use_gpu)
         path = Path(model_path or index.manifest.get("model_path") or DEFAULT_MODEL)
         if model_path is None and not path.is_file():
             raise ValueError(f"the model recorded in {Path(index_dir) / 'manifest.json'} ({path}) does not "
                              "exist; pass model_path=")
-        return cls(OnnxEngine(path, providers=providers, intra_op_threads=intra_op_threads), index)
+        return cls(OnnxEngine(path, providers=providers, intra_op_threads=intra_op_threads, precision=precision), index)
 
     @property
     def part_names(self) -> list[str]:
@@ -94,7 +96,7 @@ class Retriever:
         ``metadata``) and ``index`` (the manifest plus count, directory and whether the search runs on a GPU)."""
         eng, idx = self.engine, self.index
         return {
-            "model": {"path": str(eng.model_path), "fingerprint": eng.fingerprint,
+            "model": {"path": str(eng.model_path), "precision": eng.served_precision, "fingerprint": eng.fingerprint,
                       "embedding_size": eng.embedding_size, "providers": list(eng.providers),
                       "spec": eng.spec.to_dict(), "metadata": dict(eng.metadata)},
             "index": {**idx.manifest, "count": idx.count, "on_gpu": idx.on_gpu,

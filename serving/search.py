@@ -1,6 +1,6 @@
 """Search a gallery index from the command line.
 
-``python -m serving.search --index DIR --query IMG [--k 10] [--json] [--model PATH]``
+``python -m serving.search --index DIR --query IMG [--k 10] [--json] [--model PATH] [--precision fp32|int8]``
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from serving.engine import PRECISION_CHOICES
 from serving.index import GalleryIndexError
 from serving.retriever import Retriever
 
@@ -22,13 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--query", required=True, nargs="+", help="query image file(s)")
     ap.add_argument("--k", type=int, default=10, help="number of hits (default: %(default)s)")
     ap.add_argument("--model", help="ONNX model (default: the one recorded in the index manifest)")
+    ap.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32: the model file itself; int8: its "
+                    "int8-static sibling on the CPU, as the index was built with (default: $SCWM_PRECISION, else fp32)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
     if args.k < 1:
         ap.error(f"--k must be >= 1, got {args.k}")
     try:
-        retriever = Retriever.load(args.index, model_path=args.model)
+        retriever = Retriever.load(args.index, model_path=args.model, precision=args.precision)
         t0 = time.perf_counter()
         results = retriever.search_batch(list(args.query), k=args.k)
         ms = (time.perf_counter() - t0) * 1e3

@@ -117,13 +117,18 @@ def untrained_model(spec: Any, images: Sequence[Path]) -> Any:
 
 
 def build_demo(plan: DemoPlan, root: str | os.PathLike[str],
-               progress: Callable[[float, str], None] | None = None, height: int = 128, width: int = 64) -> Path:
+               progress: Callable[[float, str], None] | None = None, height: int = 128, width: int = 64,
+               precision: str | None = None) -> Path:
     """Carry out ``plan``: generate data if needed, export the model (unless a valid one exists), build the
-    index. Returns the index directory. ``height``/``width`` size the untrained model only."""
+    index. Returns the index directory. ``height``/``width`` size the untrained model only; ``precision`` is the
+    app's (``int8`` also exports and indexes with the int8-static variant, see :mod:`serving.engine`)."""
     from scwm.data.synthetic.writer import generate
     from serving import export as ex
     from serving import index as ix
-    from serving.engine import OnnxEngine
+    from serving.engine import OnnxEngine, resolve_precision
+
+    precision = resolve_precision(precision)
+    variants = ["fp32", "int8-static"] if precision == "int8" else ["fp32"]
 
     def say(frac: float, msg: str) -> None:
         if progress is not None:
@@ -137,21 +142,21 @@ def build_demo(plan: DemoPlan, root: str | os.PathLike[str],
     engine = None
     if plan.model_out.is_file():
         try:
-            engine = OnnxEngine(plan.model_out)
+            engine = OnnxEngine(plan.model_out, precision=precision)
         except ValueError:
             engine = None
     if engine is None:
         say(0.3, "exporting the model to ONNX (verified against PyTorch)")
         if plan.checkpoint is not None:
-            ex.export_checkpoint(plan.checkpoint, plan.model_out)
+            ex.export_checkpoint(plan.checkpoint, plan.model_out, precisions=variants)
         else:
             from scwm.models import ModelSpec
 
             spec = ModelSpec(backbone="resnet18", num_parts=4, height=height, width=width)
             train = sorted((Path(data) / "bounding_box_train").glob("*.jpg"))[:32]
-            ex.export_model(untrained_model(spec, train), spec, plan.model_out, source=DEMO_SOURCE,
-                            config={"demo": "untrained random weights"})
-        engine = OnnxEngine(plan.model_out)
+            ex.export_model(untrained_model(spec, train), spec, plan.model_out, precisions=variants,
+                            source=DEMO_SOURCE, config={"demo": "untrained random weights"})
+        engine = OnnxEngine(plan.model_out, precision=precision)
     say(0.6, "embedding and indexing the gallery")
     ix.build_index(engine, [data], plan.index_out, overwrite=(plan.index_out / ix.MANIFEST).is_file(),
                    progress=False)

@@ -124,11 +124,12 @@ class AppState:
     """The loaded retriever (or why there is none), shared by all sessions."""
 
     def __init__(self, root: Path, index: str | os.PathLike[str] | None, model: str | os.PathLike[str] | None,
-                 providers: Sequence[str] | None, threads: int | None) -> None:
+                 providers: Sequence[str] | None, threads: int | None, precision: str | None = None) -> None:
         self.root = root
         self.model = Path(model) if model else None
         self.providers = list(providers) if providers else None
         self.threads = threads
+        self.precision = precision  # fp32 | int8 | None ($SCWM_PRECISION, else fp32): see serving.engine
         self.cache = ParseCache()
         self.build_lock = threading.Lock()
         self.retriever: Retriever | None = None
@@ -150,7 +151,8 @@ class AppState:
     def open(self, index_dir: Path) -> bool:
         """Load ``index_dir``; on failure keep the reason in :attr:`error`."""
         try:
-            r = Retriever.load(index_dir, self.model, providers=self.providers, intra_op_threads=self.threads)
+            r = Retriever.load(index_dir, self.model, providers=self.providers, intra_op_threads=self.threads,
+                               precision=self.precision)
         except (ValueError, OSError, RuntimeError) as exc:  # index/model errors are ValueErrors naming the cause
             self.retriever, self.error = None, str(exc)
             log.warning("cannot open %s: %s", index_dir, exc)
