@@ -31,6 +31,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from serving.app.demo import build_demo  # noqa: E402
+from serving.app.memory import DEFAULT_ARENAS, limit_malloc_arenas  # noqa: E402
 from serving.app.session import (  # noqa: E402
     DEMO_INDEX_DIR,
     QUERY_HEIGHT,
@@ -190,15 +191,25 @@ def sync_served_paths(demo: gr.Blocks) -> tuple[list[str], list[str]]:
     return allowed, blocked
 
 
+MAX_SESSIONS = 256
+"""Sessions whose component values Gradio keeps (its default, 10,000, held about 75 KB each here: an API client
+opens a session per call, so the app's memory grew with every search until that many were held)."""
+
+
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           block: bool = True, quiet: bool = False, auth: tuple[str, str] | None = None) -> str:
+           block: bool = True, quiet: bool = False, auth: tuple[str, str] | None = None,
+           max_sessions: int = MAX_SESSIONS) -> str:
     """Serve ``demo``; returns the local URL (``block=False`` returns at once; stop with ``demo.close()``).
-    ``auth`` = (user, password) requires a login for the page, the API and the files."""
+    ``auth`` = (user, password) requires a login for the page, the API and the files. ``max_sessions``: how many
+    sessions' values Gradio keeps in memory (the oldest are dropped; the app keeps no per-session state)."""
+    if max_sessions < 1:
+        raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
     allowed, blocked = sync_served_paths(demo)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                             quiet=quiet, theme=theme, css=CSS, allowed_paths=allowed, blocked_paths=blocked,
-                            max_file_size=MAX_UPLOAD_BYTES, auth=auth, footer_links=[], show_error=False)
+                            max_file_size=MAX_UPLOAD_BYTES, auth=auth, footer_links=[], show_error=False,
+                            state_session_capacity=max_sessions)
     sync_served_paths(demo)  # launch() takes $GRADIO_ALLOWED_PATHS instead of an empty list: ours win
     return url
 
@@ -262,7 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--auth", metavar="USER:PASS",
                     help=f"require this login (default: ${AUTH_ENV} if set; prefer the variable, command lines "
                          "are visible to other users of the machine)")
+    ap.add_argument("--max-sessions", type=int, default=MAX_SESSIONS,
+                    help="sessions whose values Gradio keeps in memory; the oldest are dropped (default: %(default)s)")
+    ap.add_argument("--malloc-arenas", type=int, default=DEFAULT_ARENAS,
+                    help="cap glibc's malloc arenas (bounds the RSS under concurrent searches, docs/bench/load.md; "
+                         "0 = glibc's default; $MALLOC_ARENA_MAX wins) (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.max_sessions < 1:
+        ap.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
+    if args.malloc_arenas < 0:
+        ap.error(f"--malloc-arenas must be >= 0, got {args.malloc_arenas}")
+    limit_malloc_arenas(args.malloc_arenas)  # before the server's threads allocate
     raw_auth = args.auth if args.auth is not None else (os.environ.get(AUTH_ENV) or None)
     try:
         auth = parse_auth(raw_auth) if raw_auth is not None else None
@@ -278,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"serving {state.retriever!r}")
     try:
-        launch(demo, args.host, args.port, args.share, auth=auth)
+        launch(demo, args.host, args.port, args.share, auth=auth, max_sessions=args.max_sessions)
     except OSError as exc:
         print(f"error: cannot start the server on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -35,7 +35,8 @@ load must equal the serial answer of its query: the same item ids in the same or
 - ``soak``: ``--soak-clients`` clients against the app (the first ``--app-concurrency``; ``--soak-target threads``:
   against ``Retriever`` in this process) for ``--minutes``; RSS, threads and open files of the serving process
   sampled every second; per-window latency; RSS growth from the end of the first window; RSS slopes over the second
-  half (per minute, per 1000 requests); leak = the fitted growth over the second half exceeds ``--leak-mb``; the p50
+  half (per minute, per 1000 requests); leak = the fitted growth over the second half exceeds ``--leak-mb`` or the
+  growth per 1000 requests exceeds ``--leak-mb-per-1000`` (``load_clients.rss_trend``); the p50
   drift from the first to the last window (:func:`benchmarks.load_clients.soak`).
 
 Throughput = answered requests / wall time of the level; latency = from sending a request to its complete answer
@@ -234,7 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     return lc.run_threads(search, len(queries), args.soak_clients, stop_at=stop, desc="soak",
                                           progress=args.progress)
             res["soak"] = lc.soak(drive, pid, args.minutes * 60, ref, args.windows, temp_dir=temp,
-                                  leak_mb=args.leak_mb)
+                                  leak_mb=args.leak_mb, leak_mb_per_1000=args.leak_mb_per_1000)
             res["soak"].update(target=args.soak_target, clients=args.soak_clients, app=info)
             s = res["soak"]
             print(f"  {s['requests']} requests, errors {s['errors']}, differ {s['mismatches']}, RSS "
@@ -330,7 +331,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--soak-clients", type=int, default=8)
     ap.add_argument("--soak-target", choices=["http", "threads"], default="http")
     ap.add_argument("--windows", type=int, default=10, help="soak windows")
-    ap.add_argument("--leak-mb", type=float, default=8.0, help="soak: RSS growth over the second half that is a leak")
+    ap.add_argument("--leak-mb", type=float, default=lc.LEAK_MB,
+                    help="soak: fitted RSS growth over the second half that is a leak (default: %(default)s)")
+    ap.add_argument("--leak-mb-per-1000", type=float, default=lc.LEAK_MB_PER_1000,
+                    help="soak: fitted RSS growth per 1000 requests over the second half that is a leak "
+                         "(default: %(default)s)")
     ap.add_argument("--workdir", help="keep (and reuse) the images, model and index here")
     ap.add_argument("--out", default="docs/bench/load.md")
     ap.add_argument("--json", help="also write the raw results here")

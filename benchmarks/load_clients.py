@@ -347,16 +347,47 @@ class Sampler(threading.Thread):
         return self.rows
 
 
+LEAK_MB = 8.0
+"""Fitted RSS growth over the soak's second half that counts as a leak."""
+LEAK_MB_PER_1000 = 2.0
+"""Fitted RSS growth per 1000 answered requests over the second half that counts as a leak (a server that grows
+2 MB per 1000 requests gains 1 GB in 500k requests)."""
+MIN_REQUESTS_PER_1000_RULE = 200
+"""Requests the second half needs before the per-request rule applies (fewer: the slope is RSS noise)."""
+
+
+def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, leak_mb: float = LEAK_MB,
+              leak_mb_per_1000: float = LEAK_MB_PER_1000) -> dict[str, Any]:
+    """Whether the RSS of a soak still grows after its warm-up, from samples ``t`` (s since the start), ``rss``
+    (MB) and ``done`` (requests answered by each sample).
+
+    Lines are fitted (least squares) over the second half (``t >= seconds / 2``): RSS against time
+    (``rss_slope_mb_per_min``; ``rss_second_half_growth_mb`` = that slope times the half's length) and RSS
+    against answered requests (``rss_mb_per_1000_requests``). ``leak`` when the fitted growth over the half exceeds
+    ``leak_mb``, or when the growth per 1000 requests exceeds ``leak_mb_per_1000`` with at least
+    ``MIN_REQUESTS_PER_1000_RULE`` requests in the half. A plateau (growth during the warm-up or the first half,
+    then flat) is not a leak; a steady growth is one however slow, once the soak is long enough to resolve it."""
+    half = t >= seconds / 2
+    fit = int(half.sum()) >= 3
+    slope = float(np.polyfit(t[half], rss[half], 1)[0]) * 60 if fit else 0.0  # MB per minute
+    n_half = int(np.ptp(done[half])) if fit else 0
+    per_k = float(np.polyfit(done[half], rss[half], 1)[0]) * 1000 if fit and n_half > 0 else 0.0
+    growth = slope * (seconds / 2) / 60
+    by_requests = n_half >= MIN_REQUESTS_PER_1000_RULE and per_k > leak_mb_per_1000
+    return {"rss_slope_mb_per_min": slope, "rss_mb_per_1000_requests": per_k, "rss_second_half_growth_mb": growth,
+            "second_half_requests": n_half, "leak": bool(growth > leak_mb or by_requests), "leak_mb": leak_mb,
+            "leak_mb_per_1000": leak_mb_per_1000}
+
+
 def soak(run: Callable[[float], tuple[list[Sample], float]], pid: int, seconds: float, ref: Sequence[Answer],
-         windows: int = 10, interval: float = 1.0, temp_dir: Path | None = None, leak_mb: float = 8.0,
-         ) -> dict[str, Any]:
+         windows: int = 10, interval: float = 1.0, temp_dir: Path | None = None, leak_mb: float = LEAK_MB,
+         leak_mb_per_1000: float = LEAK_MB_PER_1000) -> dict[str, Any]:
     """Constant load for ``seconds``: ``run(stop_at)`` drives the clients until ``time.perf_counter()`` reaches
     ``stop_at`` while the resources of process ``pid`` are sampled. Per window: requests, errors, answers equal to
     the serial ones, p50/p95 latency (requests by completion time), RSS, threads and open files at its end.
 
     RSS growth is measured from the end of the first window (after the warm-up: caches filled, pools grown) to the
-    end; a leak is reported when the RSS fitted over the second half (a line against time) grows by more than
-    ``leak_mb`` MB over that half; the growth per 1000 answered requests is fitted over the same half."""
+    end; whether it still grows after the warm-up is :func:`rss_trend`'s verdict over the second half."""
     before = proc_stats(pid)
     usage_before = dir_usage(temp_dir)
     t0 = time.perf_counter()
@@ -380,11 +411,6 @@ def soak(run: Callable[[float], tuple[list[Sample], float]], pid: int, seconds: 
     t = np.array([r[0] for r in rows], dtype=np.float64)
     rss = np.array([r[1]["rss_mb"] for r in rows], dtype=np.float64)
     done = np.searchsorted(np.sort([s.end for s in samples]), t, side="right")  # requests answered by each sample
-    half = t >= seconds / 2
-    fit = half.sum() >= 3
-    slope = float(np.polyfit(t[half], rss[half], 1)[0]) * 60 if fit else 0.0  # MB per minute
-    per_k = float(np.polyfit(done[half], rss[half], 1)[0]) * 1000 if fit and np.ptp(done[half]) > 0 else 0.0
-    second_half_growth = slope * (seconds / 2) / 60
     first_end = table[0]["rss_mb"]
     p50s = [w["p50_ms"] for w in table if w["p50_ms"] is not None]
     total = summarize(samples, ref, wall)
@@ -394,10 +420,8 @@ def soak(run: Callable[[float], tuple[list[Sample], float]], pid: int, seconds: 
             "error_examples", "mismatch_examples")},
         "rss_before_mb": before["rss_mb"], "rss_first_window_mb": first_end, "rss_end_mb": after["rss_mb"],
         "rss_max_mb": max([after["rss_mb"], *rss.tolist()]), "rss_growth_mb": after["rss_mb"] - first_end,
-        "rss_slope_mb_per_min": slope, "rss_mb_per_1000_requests": per_k,
-        "rss_second_half_growth_mb": second_half_growth,
-        "leak": bool(second_half_growth > leak_mb),
-        "leak_mb": leak_mb, "threads_before": before["threads"], "threads_end": after["threads"],
+        **rss_trend(t, rss, done, seconds, leak_mb, leak_mb_per_1000),
+        "threads_before": before["threads"], "threads_end": after["threads"],
         "fds_before": before["fds"], "fds_end": after["fds"],
         "p50_first_ms": p50s[0] if p50s else None, "p50_last_ms": p50s[-1] if p50s else None,
         "p50_drift": (p50s[-1] / p50s[0]) if len(p50s) >= 2 and p50s[0] else None,

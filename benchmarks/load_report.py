@@ -123,7 +123,8 @@ def render(res: dict[str, Any]) -> str:
                   f"process sampled every second ({s['samples']} samples). RSS growth is taken from the end of the "
                   "first window (after the warm-up) to the end; the slopes are fitted over the second half (RSS "
                   "against time, and against answered requests); leak = the fitted RSS grows by more than "
-                  f"{s['leak_mb']:g} MB over the second half.", "", "| measure | value |", "|---|---|",
+                  f"{s['leak_mb']:g} MB over the second half, or by more than {s.get('leak_mb_per_1000', 2.0):g} MB "
+                  "per 1000 requests (with at least 200 requests in the half).", "", "| measure | value |", "|---|---|",
                   f"| requests, errors, equal to serial | {s['requests']}, **{s['errors']}**, {s['equal']} / "
                   f"{s['requests']} |",
                   f"| throughput | {_f(s['throughput'], 2)} req/s |",
@@ -135,7 +136,8 @@ def render(res: dict[str, Any]) -> str:
                   f"| RSS growth from the end of window 1 | {s['rss_growth_mb']:+.1f} MB |",
                   f"| RSS slope over the second half | {s['rss_slope_mb_per_min']:+.2f} MB/min, "
                   f"{s.get('rss_mb_per_1000_requests', 0.0):+.1f} MB per 1000 requests |",
-                  f"| leak (fitted growth over the second half > {s['leak_mb']:g} MB) | "
+                  f"| leak (fitted growth over the second half > {s['leak_mb']:g} MB, or > "
+                  f"{s.get('leak_mb_per_1000', 2.0):g} MB per 1000 requests) | "
                   f"{'**yes**' if s['leak'] else 'no'} ({s['rss_second_half_growth_mb']:+.1f} MB) |",
                   f"| threads, open files | {s['threads_before']:.0f} -> {s['threads_end']:.0f}, "
                   f"{s['fds_before']:.0f} -> {s['fds_end']:.0f} |",

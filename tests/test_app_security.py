@@ -244,6 +244,28 @@ def test_main_warns_and_passes_the_login(fake_launch: list[dict[str, Any]], caps
     assert app.main(["--auth", "carol:pw"]) == 0 and fake_launch[-1]["auth"] == ("carol", "pw")  # flag wins
 
 
+def test_memory_flags_reach_glibc_and_gradio(fake_launch: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    arenas: list[int] = []
+    monkeypatch.setattr(app, "limit_malloc_arenas", arenas.append)
+    assert app.main([]) == 0
+    assert arenas == [app.DEFAULT_ARENAS] and fake_launch[-1]["max_sessions"] == app.MAX_SESSIONS
+    assert app.main(["--malloc-arenas", "0", "--max-sessions", "7"]) == 0
+    assert arenas[-1] == 0 and fake_launch[-1]["max_sessions"] == 7
+    for bad in (["--max-sessions", "0"], ["--malloc-arenas", "-1"]):
+        with pytest.raises(SystemExit):
+            app.main(bad)
+        assert bad[0] in capsys.readouterr().err
+
+
+def test_launch_hands_the_session_cap_to_gradio(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    demo = SimpleNamespace(launch=lambda **k: seen.update(k) or (None, "http://x", None))
+    monkeypatch.setattr(app, "sync_served_paths", lambda d: ([], []))
+    app.launch(demo, block=False, max_sessions=9)  # type: ignore[arg-type]
+    assert seen["state_session_capacity"] == 9
+
+
 def test_malformed_login_is_a_clear_error(fake_launch: list[dict[str, Any]], capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as info:

@@ -1,0 +1,57 @@
+"""``serving.app.memory``: the malloc arena cap, counted by glibc itself in a fresh process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from serving.app import memory
+
+_PROBE = """
+import sys, threading
+import numpy as np
+from serving.app import memory
+print(memory.limit_malloc_arenas(int(sys.argv[1])))
+def work():
+    for _ in range(100):
+        blocks = [np.ones(50_000) for _ in range(4)]
+        del blocks
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(memory.malloc_arena_count())
+"""
+
+needs_glibc = pytest.mark.skipif(memory.malloc_arena_count() is None, reason="glibc only")
+
+
+def _arenas(n: int, env: dict[str, str] | None = None) -> tuple[bool, int]:
+    env = {k: v for k, v in os.environ.items() if k != memory.ARENA_ENV} | (env or {})
+    out = subprocess.run([sys.executable, "-c", _PROBE, str(n)], capture_output=True, text=True, env=env,
+                         check=True, timeout=120).stdout.split()
+    return out[0] == "True", int(out[1])
+
+
+@needs_glibc
+def test_the_cap_bounds_the_arenas_of_threaded_allocation() -> None:
+    set_default, default = _arenas(0)  # 0 = glibc's default: one arena per contending thread, up to 8 per core
+    set_two, two = _arenas(2)
+    assert not set_default and set_two
+    assert two <= 2 < default
+
+
+@needs_glibc
+def test_glibc_environment_variable_wins() -> None:
+    was_set, arenas = _arenas(2, {memory.ARENA_ENV: "3"})
+    assert not was_set and arenas <= 3
+
+
+def test_bad_values_are_refused() -> None:
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ValueError, match="malloc arenas"):
+            memory.limit_malloc_arenas(bad)  # type: ignore[arg-type]
