@@ -31,7 +31,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from serving.app.demo import build_demo  # noqa: E402
-from serving.app.memory import DEFAULT_ARENAS, limit_malloc_arenas  # noqa: E402
+from serving.app.memory import DEFAULT_ARENAS, DEFAULT_TRIM_SECONDS, MallocTrimmer, limit_malloc_arenas  # noqa: E402
 from serving.app.session import (  # noqa: E402
     DEMO_INDEX_DIR,
     QUERY_HEIGHT,
@@ -87,14 +87,19 @@ class QueryImage(gr.Image):
 # ------------------------------------------------------------------------------------------ the app
 def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathLike[str] | None = None,
               root: str | os.PathLike[str] = ".", providers: Sequence[str] | None = None,
-              threads: int | None = None, precision: str | None = None) -> gr.Blocks:
+              threads: int | None = None, precision: str | None = None,
+              malloc_trim_s: float = DEFAULT_TRIM_SECONDS) -> gr.Blocks:
     """The Gradio app over ``index`` (default ``root/exports/index``, else ``root/exports/demo/index``), its model
-    served at ``precision`` (:class:`serving.engine.OnnxEngine`: ``fp32``, the file itself, or ``int8``)."""
+    served at ``precision`` (:class:`serving.engine.OnnxEngine`: ``fp32``, the file itself, or ``int8``). After a
+    search, free heap memory goes back to the system at most every ``malloc_trim_s`` seconds (0 = never;
+    :class:`serving.app.memory.MallocTrimmer`)."""
     state = AppState(Path(root), index, model, providers, threads, precision)
+    trimmer = MallocTrimmer(malloc_trim_s)
     p = panels(state)
     loaded = state.retriever is not None
     with gr.Blocks(title="SCWM re-ID demo", analytics_enabled=False) as demo:
         demo.scwm_state = state  # type: ignore[attr-defined]
+        demo.scwm_trimmer = trimmer  # type: ignore[attr-defined]
         header = gr.Markdown(p["header"])
         with gr.Column(visible=not loaded) as setup_col:
             setup_md = gr.Markdown(p["setup"], elem_id="scwm-setup")
@@ -132,6 +137,8 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
                 log.exception("search failed")
                 gr.Warning(f"Search failed: {state.redact(str(exc))}")
                 return None, [], f"⚠️ Search failed: {state.redact(str(exc))}", []
+            finally:
+                trimmer.maybe_trim()
             if result.warning:
                 gr.Warning(result.warning)
             return result.outputs
@@ -278,7 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--malloc-arenas", type=int, default=DEFAULT_ARENAS,
                     help="cap glibc's malloc arenas (bounds the RSS under concurrent searches, docs/bench/load.md; "
                          "0 = glibc's default; $MALLOC_ARENA_MAX wins) (default: %(default)s)")
+    ap.add_argument("--malloc-trim-seconds", type=float, default=DEFAULT_TRIM_SECONDS,
+                    help="after a search, give free heap memory back to the system at most this often (glibc "
+                         "malloc_trim; 0 = never) (default: %(default)s)")
     args = ap.parse_args(argv)
+    if not args.malloc_trim_seconds >= 0:
+        ap.error(f"--malloc-trim-seconds must be >= 0, got {args.malloc_trim_seconds}")
     if args.max_sessions < 1:
         ap.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
     if args.malloc_arenas < 0:
@@ -292,7 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in exposure_warnings(args.host, args.share, auth):
         print(f"warning: {warning}", file=sys.stderr)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    demo = build_app(args.index, args.model, ".", args.providers, args.threads, args.precision)
+    demo = build_app(args.index, args.model, ".", args.providers, args.threads, args.precision,
+                     malloc_trim_s=args.malloc_trim_seconds)
     state: AppState = demo.scwm_state  # type: ignore[attr-defined]
     if state.retriever is None:
         print(f"no gallery loaded ({state.error or 'no artifacts in exports/'}); the page explains how to make one")

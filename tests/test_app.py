@@ -87,3 +87,16 @@ def test_untrained_demo_model_calibrates_with_the_specs_pixel_statistics(tmp_pat
     with torch.no_grad():
         want = stem.conv1(x).mean(dim=(0, 2, 3))
     torch.testing.assert_close(stem.bn1.running_mean, want, rtol=1e-4, atol=1e-5)
+
+
+def test_each_search_offers_the_trimmer_a_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = app.build_app(root=tmp_path, malloc_trim_s=3600.0)
+    trimmer = demo.scwm_trimmer
+    assert trimmer.interval_s == 3600.0
+    calls: list[int] = []
+    monkeypatch.setattr(trimmer, "maybe_trim", lambda: calls.append(1) or False)
+    search = next(f.fn for f in demo.fns.values() if f.api_name == "search")
+    assert search(None, 5, "Overlay", 0.5, True)[2].startswith("No gallery is loaded")
+    search(None, 5, "Overlay", 0.5, True)
+    assert len(calls) == 2
+    assert app.build_app(root=tmp_path, malloc_trim_s=0).scwm_trimmer.enabled is False

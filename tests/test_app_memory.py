@@ -55,3 +55,37 @@ def test_bad_values_are_refused() -> None:
     for bad in (-1, 1.5, "2"):
         with pytest.raises(ValueError, match="malloc arenas"):
             memory.limit_malloc_arenas(bad)  # type: ignore[arg-type]
+
+
+_TRIM = """
+import numpy as np
+from serving.app import memory
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+blocks = [np.ones(8_000) for _ in range(10_000)]  # 64 KB each (under the mmap threshold), ~640 MB of heap
+keep = blocks[::50]  # pins the heap's top: free() alone cannot give the rest back
+del blocks
+before = rss_mb()
+trimmer = memory.MallocTrimmer(3600.0)
+first, second = trimmer.maybe_trim(), trimmer.maybe_trim()
+print(before, rss_mb(), first, second, trimmer.trims)
+"""
+
+
+@needs_glibc
+def test_the_trimmer_gives_free_heap_back_and_waits_its_interval() -> None:
+    env = {k: v for k, v in os.environ.items() if k != memory.ARENA_ENV}
+    out = subprocess.run([sys.executable, "-c", _TRIM], capture_output=True, text=True, env=env, check=True,
+                         timeout=120).stdout.split()
+    before, after = float(out[0]), float(out[1])
+    assert before - after > 250, (before, after)  # ~600 MB was free but held
+    assert out[2:] == ["True", "False", "1"]
+
+
+def test_the_trimmer_can_be_off_and_refuses_bad_intervals() -> None:
+    off = memory.MallocTrimmer(0)
+    assert not off.enabled and not off.maybe_trim() and off.trims == 0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="malloc trim interval"):
+            memory.MallocTrimmer(bad)

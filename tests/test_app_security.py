@@ -252,7 +252,7 @@ def test_memory_flags_reach_glibc_and_gradio(fake_launch: list[dict[str, Any]], 
     assert arenas == [app.DEFAULT_ARENAS] and fake_launch[-1]["max_sessions"] == app.MAX_SESSIONS
     assert app.main(["--malloc-arenas", "0", "--max-sessions", "7"]) == 0
     assert arenas[-1] == 0 and fake_launch[-1]["max_sessions"] == 7
-    for bad in (["--max-sessions", "0"], ["--malloc-arenas", "-1"]):
+    for bad in (["--max-sessions", "0"], ["--malloc-arenas", "-1"], ["--malloc-trim-seconds", "-1"]):
         with pytest.raises(SystemExit):
             app.main(bad)
         assert bad[0] in capsys.readouterr().err
