@@ -20,9 +20,11 @@ END = "<!-- /results-table -->"
 
 HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
     ("peer-cluster-contrast", "global-only Cluster-Contrast-style"),
+    ("triplet-cluster-contrast", "the same with PPLR's soft triplet (not in the paper)"),
     ("t1-baseline", "PPLR-style horizontal stripes baseline"),
     ("t1-pplr", "the same with PPLR's soft triplet"),
     ("t1-wm-scc", "SCWM"),
+    ("triplet-scwm", "the same with PPLR's soft triplet (not in the paper)"),
 )
 """(experiment, label) of the models the headline table compares."""
 
