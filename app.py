@@ -2,7 +2,7 @@
 learned to segment without part labels.
 
 ``python app.py [--index exports/index] [--model PATH] [--host 127.0.0.1] [--port 7860] [--share false]
-[--auth USER:PASS] [--precision fp32|int8]``
+[--auth USER:PASS] [--precision auto|fp32|int8]``
 
 Without ``--index`` it opens ``exports/index`` (else ``exports/demo/index``). When there is nothing to open
 it lists the commands that create the artifacts and offers a one-click demo gallery. Helpers live in
@@ -42,7 +42,7 @@ from serving.app.session import (  # noqa: E402
 )
 from serving.app.uploads import MAX_UPLOAD_BYTES  # noqa: E402
 from serving.app.views import VIEW_MODES  # noqa: E402
-from serving.engine import PRECISION_CHOICES, PRECISION_ENV  # noqa: E402
+from serving.engine import PRECISION_CHOICES, PRECISION_ENV, PRECISION_HELP  # noqa: E402
 from serving.index import DEFAULT_INDEX_DIR, MANIFEST  # noqa: E402
 
 log = logging.getLogger("scwm.app")
@@ -90,7 +90,8 @@ def build_app(index: str | os.PathLike[str] | None = None, model: str | os.PathL
               threads: int | None = None, precision: str | None = None,
               malloc_trim_s: float = DEFAULT_TRIM_SECONDS) -> gr.Blocks:
     """The Gradio app over ``index`` (default ``root/exports/index``, else ``root/exports/demo/index``), its model
-    served at ``precision`` (:class:`serving.engine.OnnxEngine`: ``fp32``, the file itself, or ``int8``). After a
+    served at ``precision`` (``auto|fp32|int8``, :class:`serving.engine.OnnxEngine`; None: ``$SCWM_PRECISION``, else
+    the precision the index was built with, and ``auto`` for a demo build). After a
     search, free heap memory goes back to the system at most every ``malloc_trim_s`` seconds (0 = never;
     :class:`serving.app.memory.MallocTrimmer`)."""
     state = AppState(Path(root), index, model, providers, threads, precision)
@@ -275,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--providers", nargs="+", help="ONNX Runtime execution providers (default: CUDA if available)")
     ap.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
     ap.add_argument("--precision", choices=PRECISION_CHOICES,
-                    help="fp32: the model file itself; int8: its int8-static sibling on the CPU, as the index was "
-                         f"built with (default: ${PRECISION_ENV}, else fp32)")
+                    help=f"{PRECISION_HELP}; it must serve the file that built the index (default: ${PRECISION_ENV}, "
+                         "else the precision the index was built with; a demo gallery is built at auto)")
     ap.add_argument("--auth", metavar="USER:PASS",
                     help=f"require this login (default: ${AUTH_ENV} if set; prefer the variable, command lines "
                          "are visible to other users of the machine)")

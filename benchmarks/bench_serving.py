@@ -383,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         "On 2 busy cores one ORT thread can beat two (less contention with the other jobs).")
     say("- int8-dynamic uses ConvInteger kernels, which are slow on this x86 CPU; int8-static (QDQ, U8 activations, "
         "S8 per-channel reduce_range weights, calibrated on synthetic training images) is the int8 variant for CPU "
-        "speed, served on request (`--precision int8` or `SCWM_PRECISION=int8`; not the default: an index built "
-        "with fp32 refuses it, the fingerprints differ); analysis in [int8.md](int8.md). Check its mAP change on "
+        "speed, written by `serving.export` and served on the CPU by default (`--precision auto`; fp32 with "
+        "`--precision fp32` or `SCWM_PRECISION=fp32`; an index serves the precision it was built with, the "
+        "fingerprints differ); analysis in [int8.md](int8.md). Check its mAP change on "
         "real data; fp16 mainly halves the file (its CPU speed depends on the ORT kernels of the machine) and is "
         "the natural choice on a GPU.")
     say("- Exact search: compare the FAISS `IndexFlatIP` and numpy rows of section 4; both are exact and give the "

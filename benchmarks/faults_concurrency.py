@@ -215,6 +215,7 @@ def disk_full_cases(fx: Fixture, place: Path, method: str, index_free: Sequence[
             for p, src in zip(fx.precisions, fx.model_files, strict=True):
                 shutil.copyfile(src, variant_path(target, p))
             flags = [a for p in fx.precisions if p != "fp32" for a in (["--fp16"] if p == "fp16" else [])]
+            flags += [] if "int8-static" in fx.precisions else ["--no-int8"]  # written by default otherwise
             module, argv = "serving.export", ["--checkpoint", str(fx.ckpt_new), "--out", str(target), *flags]
         if method == "tmpfs":
             _fill(place, budget)

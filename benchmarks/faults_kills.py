@@ -299,6 +299,8 @@ class ExportScenario(Scenario):
     def argv(self, mode: str) -> list[str]:
         flags = {"fp16": ["--fp16"], "int8-dynamic": ["--int8", "dynamic"], "int8-static": ["--int8", "static"]}
         extra = [a for p in self.fx.precisions if p != "fp32" for a in flags[p]]
+        if "int8-static" not in self.fx.precisions:
+            extra.append("--no-int8")  # the CLI writes the int8-static sibling by default; the set is the fixture's
         return ["--checkpoint", str(self.fx.ckpt_new), "--out", str(self.out), *extra]
 
     def state(self) -> State:

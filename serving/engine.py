@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +28,13 @@ from scwm.models.checkpoint import ModelSpec
 
 __all__ = ["ImageInput", "OnnxEngine", "OUTPUT_NAMES", "INPUT_NAME", "META_PREFIX", "to_pil",
            "select_providers", "read_metadata", "resolve_precision", "resolve_model_path", "PRECISION_ENV",
-           "PRECISION_CHOICES"]
+           "PRECISION_CHOICES", "PRECISION_HELP", "sibling_problem"]
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("global_feat", "part_feats", "part_probs")
 META_PREFIX = "scwm."
+log = logging.getLogger(__name__)
 # Providers tried in this order when the caller does not choose; only those ORT lists are requested,
 # so a CPU-only machine never sees "provider not available" warnings.
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
@@ -124,45 +126,95 @@ def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
 
 
 PRECISION_ENV = "SCWM_PRECISION"
-PRECISION_CHOICES = ("fp32", "int8")
+PRECISION_CHOICES = ("auto", "fp32", "int8")
+PRECISION_HELP = ("auto: on the CPU provider alone, the model's int8-static sibling (model.int8-static.onnx, about 2x "
+                  "fp32, docs/bench/int8.md) when it exists with its recipe metadata, else the file given; fp32: the "
+                  "file given; int8: the sibling, CPU only, an error if it is missing")
 INT8_TAG = "int8-static"  # serving.export's variant_path: model.onnx -> model.int8-static.onnx
-_EXPORT_HINT = "python -m serving.export --checkpoint CKPT --out {} --int8 static"
+QUANT_KEY = "quantization"  # metadata of serving.export's int8-static recipe (scwm.quantization)
+_EXPORT_HINT = "python -m serving.export --checkpoint CKPT --out {}"
+_CPU_ONLY = ["CPUExecutionProvider"]
 
 
 def resolve_precision(precision: str | None = None) -> str:
-    """``precision``, else ``$SCWM_PRECISION``, else ``fp32``; a ``ValueError`` for anything but ``fp32|int8``
+    """``precision``, else ``$SCWM_PRECISION``, else ``auto``; a ``ValueError`` for anything but ``auto|fp32|int8``
     (naming the variable and its value when the value came from there)."""
     if precision is None:
         raw = os.environ.get(PRECISION_ENV, "").strip()
         if raw and raw not in PRECISION_CHOICES:
             raise ValueError(f"{PRECISION_ENV}={raw!r} is not a serving precision; set it to one of "
-                             f"{'|'.join(PRECISION_CHOICES)} or unset it (fp32)")
-        return raw or "fp32"
+                             f"{'|'.join(PRECISION_CHOICES)} or unset it (auto)")
+        return raw or "auto"
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"precision must be one of {'|'.join(PRECISION_CHOICES)}, got {precision!r}")
     return precision
 
 
+def _metadata_props(path: Path) -> dict[str, str]:
+    import onnx  # only the metadata is read here; ORT opens the file served later
+
+    return {p.key: p.value for p in onnx.load_model(str(path), load_external_data=False).metadata_props}
+
+
+def sibling_problem(sibling: Path, path: Path) -> str | None:
+    """Why ``sibling`` cannot be served as the int8-static model of ``path`` (None if it can): it cannot be read,
+    it lacks the ``scwm.quantization`` metadata of serving.export's recipe (an older, slower export), or it was
+    exported from another model (``scwm.fp32_fingerprint`` is not ``path``'s fingerprint; siblings written before
+    that key must come from the same export as ``path``: ``scwm.exported_at``), e.g. left by an earlier export."""
+    props = []
+    for f in (sibling, path):
+        try:
+            props.append(_metadata_props(f))
+        except Exception as exc:  # protobuf and file errors
+            return f"{f} cannot be read ({exc})"
+    meta, own = props
+    if f"{META_PREFIX}{QUANT_KEY}" not in meta:
+        return (f"{sibling} lacks the '{META_PREFIX}{QUANT_KEY}' metadata of serving.export's int8-static recipe "
+                "(an older, slower export)")
+    link, p = f"{META_PREFIX}fp32_fingerprint", META_PREFIX
+    key, theirs, ours = (("fp32_fingerprint", meta[link], own.get(f"{p}fingerprint")) if link in meta
+                         else ("exported_at", meta.get(f"{p}exported_at"), own.get(f"{p}exported_at")))
+    if theirs != ours:
+        return (f"{sibling} was exported from another model than {path} ({key} {str(theirs)[:25]}, "
+                f"{path.name}: {str(ours)[:25]})")
+    return None
+
+
 def resolve_model_path(model_path: str | os.PathLike[str], providers: Sequence[str],
                        precision: str | None = None) -> Path:
-    """The file to serve for ``model_path``. ``fp32`` (the default; else ``$SCWM_PRECISION``): ``model_path``
-    itself, whatever its precision. ``int8`` (opt-in, CPU provider alone): the int8-static sibling
-    ``model.int8-static.onnx`` (``model_path`` itself if it is that file), about 2x fp32 at batch 32 on AVX2
-    (docs/bench/int8.md); a ``ValueError`` saying how to write it if it is missing. Not the default: the
-    sibling has its own fingerprint, so an index built with the fp32 model refuses an int8 engine."""
+    """The file to serve for ``model_path`` (``precision``, else ``$SCWM_PRECISION``, else ``auto``).
+
+    ``auto``: on the CPU provider alone, the int8-static sibling ``model.int8-static.onnx`` when it exists,
+    carries the recipe metadata (``scwm.quantization``) and comes from the same model (:func:`sibling_problem`),
+    about 2x fp32 at batch 32 on AVX2 (docs/bench/int8.md); else (no sibling, an older sibling without the metadata,
+    another model's, a GPU provider) ``model_path``. ``fp32``: ``model_path`` itself, whatever its precision.
+    ``int8`` (CPU provider alone): the sibling (``model_path`` itself if it is that file); a ``ValueError`` saying
+    how to write it if it is missing, old or another model's. The sibling has its own
+    fingerprint, so an index is opened at the precision it was built with
+    (:func:`serving.manifest.index_precision`)."""
     path = Path(model_path)
-    if resolve_precision(precision) == "fp32":
+    mode = resolve_precision(precision)
+    cpu_only = list(providers) == _CPU_ONLY
+    if mode == "fp32" or (mode == "auto" and not cpu_only):
         return path
-    if list(providers) != ["CPUExecutionProvider"]:
+    if not cpu_only:
         raise ValueError(f"precision int8 serves the int8-static model on the CPU provider alone, not on "
                          f"{list(providers)}; pass providers=['CPUExecutionProvider'] or use precision fp32")
     suffix = f".{INT8_TAG}{path.suffix}"
     if path.name.endswith(suffix):
         return path
     sibling = path.with_name(f"{path.stem}{suffix}")
+    if mode == "auto" and not sibling.is_file():
+        return path
     if not sibling.is_file():
         raise ValueError(f"precision int8 serves {sibling}, which does not exist; write it next to {path} with "
-                         f"`{_EXPORT_HINT.format(path)}` (or serve fp32)")
+                         f"`{_EXPORT_HINT.format(path)}` (it writes the sibling unless --no-int8), or serve fp32")
+    problem = sibling_problem(sibling, path)
+    if problem and mode == "auto":
+        log.warning("%s; serving %s", problem, path)
+        return path
+    if problem:
+        raise ValueError(f"precision int8 cannot serve it: {problem}; rewrite it with `{_EXPORT_HINT.format(path)}`")
     return sibling
 
 
@@ -175,10 +227,12 @@ class OnnxEngine:
     ``optimization``: graph optimisation level, one of ``disable|basic|extended|all``.
     ``session_config``: extra ORT session config entries, e.g. ``{"session.intra_op.allow_spinning": "0"}``
     to stop idle worker threads from spinning (kinder to other work on a small machine).
-    ``precision``: ``fp32`` (default, else ``$SCWM_PRECISION``) serves ``model_path`` itself; ``int8`` (opt-in)
-    serves its int8-static sibling on the CPU provider alone (providers default to CPU then; see
-    :func:`resolve_model_path`). ``requested_path`` is the file asked for, ``model_path`` the one served,
-    ``served_precision`` the precision in its metadata (``fp32``, ``fp16``, ``int8-static``, ...).
+    ``precision`` (else ``$SCWM_PRECISION``, else ``auto``): ``auto`` serves the int8-static sibling on the CPU
+    provider alone when it exists with its recipe metadata, else ``model_path``; ``fp32`` serves ``model_path``
+    itself; ``int8`` the sibling on the CPU provider alone (providers default to CPU then), an error if it is
+    missing (see :func:`resolve_model_path`). ``requested_path`` / ``requested_precision`` are what was asked for;
+    ``model_path`` is the file served, ``precision`` the mode in effect (``int8``: the sibling, ``fp32``: the
+    file given) and ``served_precision`` the precision in its metadata (``fp32``, ``fp16``, ``int8-static``, ...).
     ``InferenceSession.run`` is thread-safe and the engine holds no other mutable state, so one
     engine may be shared by several threads.
     """
@@ -196,11 +250,13 @@ class OnnxEngine:
         for name, val in (("intra_op_threads", intra_op_threads), ("inter_op_threads", inter_op_threads)):
             if val is not None and (not isinstance(val, int) or val < 0):
                 raise ValueError(f"{name} must be a non-negative integer or None, got {val!r}")
-        self.precision = resolve_precision(precision)
-        self.providers = select_providers(["CPUExecutionProvider"] if providers is None and self.precision == "int8"
+        self.requested_precision = resolve_precision(precision)
+        self.providers = select_providers(_CPU_ONLY if providers is None and self.requested_precision == "int8"
                                           else providers)
-        path = resolve_model_path(path, self.providers, self.precision)
+        path = resolve_model_path(path, self.providers, self.requested_precision)
         self.model_path = path
+        # the mode in effect: int8 = the int8-static sibling (asked for, or chosen by auto), fp32 = the file given
+        self.precision = "int8" if self.requested_precision == "int8" or path != self.requested_path else "fp32"
         so = ort.SessionOptions()
         so.log_severity_level = log_severity
         so.graph_optimization_level = _OPT_LEVELS[optimization]
@@ -219,9 +275,9 @@ class OnnxEngine:
         if f"{META_PREFIX}spec" not in self.metadata:
             raise ValueError(f"{path} has no scwm metadata (key '{META_PREFIX}spec'); "
                              "export it with `python -m serving.export`")
-        if self.precision == "int8" and f"{META_PREFIX}quantization" not in self.metadata:
+        if self.precision == "int8" and f"{META_PREFIX}{QUANT_KEY}" not in self.metadata:
             fp32 = path.with_name(path.name.replace(f".{INT8_TAG}", ""))
-            raise ValueError(f"{path} lacks the '{META_PREFIX}quantization' metadata of serving.export's int8-static "
+            raise ValueError(f"{path} lacks the '{META_PREFIX}{QUANT_KEY}' metadata of serving.export's int8-static "
                              f"recipe (an older, slower export); rewrite it with `{_EXPORT_HINT.format(fp32)}`")
         self.spec = ModelSpec.from_dict(json.loads(self.metadata[f"{META_PREFIX}spec"]))
         self.served_precision = self.metadata.get(f"{META_PREFIX}precision", "fp32")

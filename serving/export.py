@@ -1,8 +1,11 @@
 """Export a trained SCWM checkpoint to ONNX, with metadata, and verify it against PyTorch.
 
 ``python -m serving.export --checkpoint CKPT [--out exports/model.onnx] [--opset 18] [--fp16]
-[--int8 dynamic|static] [--verify-images DIR]`` (``--int8 static`` writes ``model.int8-static.onnx``, which
-:class:`serving.engine.OnnxEngine` serves on request: ``precision="int8"``, ``--precision int8``).
+[--int8 dynamic|static] [--no-int8] [--verify-images DIR]``. The CLI writes ``model.int8-static.onnx`` next to the
+fp32 model unless ``--no-int8`` (:data:`EXPORT_COST` says what it adds to the export time; if its check against
+PyTorch fails it is left out with a warning, an error with ``--int8 static``); the CPU serves it by default
+(``auto`` in :mod:`serving.engine`), ``--precision fp32`` serves the fp32 file. :func:`export_model` writes the
+``precisions`` it is given (fp32 alone by default).
 
 The exported graph maps ``images`` (N, 3, H, W; float32, normalized as by
 :func:`scwm.data.transforms.preprocess`; N dynamic) to ``global_feat`` (N, D, L2-normalized),
@@ -49,6 +52,7 @@ from scwm.models.checkpoint import ModelSpec, read_checkpoint
 from scwm.models.scwm_net import SCWMNet
 from scwm.utils import atomic_path, sha256_file
 from serving.engine import INPUT_NAME, META_PREFIX, OUTPUT_NAMES, OnnxEngine
+from serving.quantize import INT8_STATIC_RECIPE, make_variant
 
 __all__ = ["ExportError", "ExportVerificationError", "ExportReport", "Tolerance", "TOLERANCES",
            "export_model", "export_checkpoint", "verification_images", "rendered_pictures", "generated_pictures",
@@ -59,11 +63,9 @@ DEFAULT_OUT = Path("exports/model.onnx")
 DEFAULT_OPSET = 18
 FORMAT_VERSION = "1"
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-# int8-static recipe (docs/bench/int8.md): U8 activations let ONNX Runtime fuse every Conv (with S8 ones the convs
-# reading a shared DequantizeLinear stay float: ~1x fp32); reduce_range avoids AVX2's u8 x s8 int16 saturation.
-INT8_STATIC_RECIPE: dict[str, str | bool] = {"format": "QDQ", "activation": "U8", "weight": "S8",
-                                              "per_channel": True, "reduce_range": True}
 CALIBRATION_IMAGES = 64
+# what the default int8-static sibling adds to a CLI export, measured once (docs/bench/int8.md, section 4)
+EXPORT_COST = "5-8 s to a 15-30 s fp32 export: resnet18 at 64x32 / 128x64, 2 busy CPU cores"
 
 
 class ExportError(RuntimeError):
@@ -327,70 +329,15 @@ def _set_metadata(proto: onnx.ModelProto, meta: dict[str, str]) -> None:
     onnx.helper.set_model_props(proto, {f"{META_PREFIX}{k}": v for k, v in meta.items()})
 
 
-def _make_variant(fp32_path: Path, fp32_proto: onnx.ModelProto, precision: str, tmp: Path,
-                  calib: np.ndarray) -> onnx.ModelProto:
-    """Derive an fp16 (onnxruntime.transformers.float16) or int8 (onnxruntime.quantization) model."""
-    if precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        return convert_float_to_float16(fp32_proto, keep_io_types=True)
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        """Feeds the preprocessed calibration images, 4 at a time."""
-
-        def __init__(self) -> None:
-            self._it = iter([{INPUT_NAME: calib[i:i + 4]} for i in range(0, len(calib), 4)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    root = logging.getLogger()
-    level = root.level
-    pre = tmp.with_name(tmp.name + ".pre.onnx")
-    try:
-        # onnxruntime.quantization logs advice through the root logger; keep the CLI output clean
-        root.setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            source = fp32_path
-            # symbolic shape inference fails on this graph (Expand); the ORT-optimisation part still runs
-            for skip_symbolic in (False, True):
-                try:
-                    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=skip_symbolic)
-                    source = pre
-                    break
-                except Exception as exc:  # optional optimisation step; quantize the plain model otherwise
-                    log.info("quantization pre-processing (skip_symbolic_shape=%s) failed: %s", skip_symbolic, exc)
-            if precision == "int8-dynamic":
-                quantize_dynamic(source, tmp, weight_type=QuantType.QInt8)
-            else:
-                r = INT8_STATIC_RECIPE
-                act, wt = (QuantType.QUInt8 if r[k] == "U8" else QuantType.QInt8 for k in ("activation", "weight"))
-                quantize_static(source, tmp, Reader(), quant_format=getattr(QuantFormat, str(r["format"])),
-                                per_channel=bool(r["per_channel"]), reduce_range=bool(r["reduce_range"]),
-                                activation_type=act, weight_type=wt)
-    finally:
-        root.setLevel(level)
-        pre.unlink(missing_ok=True)
-    return onnx.load(str(tmp))
-
-
 def export_model(model: SCWMNet, spec: ModelSpec, out: str | Path = DEFAULT_OUT, *,
                  precisions: Sequence[str] = ("fp32",), opset: int = DEFAULT_OPSET, config: Any = None,
                  source: str | None = None, source_sha: str | None = None,
                  verify_images: str | Path | None = None, calibration_images: str | Path | None = None,
-                 tolerances: dict[str, Tolerance] | None = None) -> list[ExportReport]:
+                 tolerances: dict[str, Tolerance] | None = None, optional: Sequence[str] = ()) -> list[ExportReport]:
     """Export ``model`` (put in eval mode on CPU) to ``out`` and optional variants; verify each one and
-    write it atomically. Returns one :class:`ExportReport` per precision (fp32 first)."""
+    write it atomically. Returns one :class:`ExportReport` per precision written (fp32 first). A variant in
+    ``optional`` whose verification fails is left out with a warning (no report) instead of failing the export.
+    Variants record the fingerprint of the fp32 file they were derived from (``scwm.fp32_fingerprint``)."""
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
@@ -418,25 +365,35 @@ def export_model(model: SCWMNet, spec: ModelSpec, out: str | Path = DEFAULT_OUT,
     # every previous file untouched; the temporary files of a killed export are removed by the next one.
     try:
         with contextlib.ExitStack() as commit:
-            fp32_tmp = out
+            fp32_tmp, fp32_fingerprint = out, ""
             for precision in order:
                 t1 = time.perf_counter()
                 target = variant_path(out, precision)
-                tmp = commit.enter_context(atomic_path(target))
-                # variants are derived from the verified fp32 file, which is written first
-                vproto = proto if precision == "fp32" else _make_variant(fp32_tmp, proto, precision, tmp, calib)
-                vproto.producer_name, vproto.producer_version = "scwm", __version__
-                emb = vproto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or model.feat_dim
-                meta = {**base, "precision": precision, "embedding_size": str(emb),
-                        "fingerprint": model_fingerprint(vproto)}
-                if precision == "int8-static":
-                    meta["quantization"] = json.dumps(INT8_STATIC_RECIPE, sort_keys=True)
-                _set_metadata(vproto, meta)
-                onnx.save_model(vproto, str(tmp))
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are meant to be shared
-                parity = verify_onnx(tmp, model, spec, images, tols[precision], name=str(target))
+                try:
+                    with contextlib.ExitStack() as one:  # a failed file's temporary is removed here
+                        tmp = one.enter_context(atomic_path(target))
+                        # variants are derived from the verified fp32 file, which is written first
+                        vproto = proto if precision == "fp32" else make_variant(fp32_tmp, proto, precision, tmp, calib)
+                        vproto.producer_name, vproto.producer_version = "scwm", __version__
+                        emb = vproto.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or model.feat_dim
+                        meta = {**base, "precision": precision, "embedding_size": str(emb),
+                                "fingerprint": model_fingerprint(vproto)}
+                        if precision != "fp32":
+                            meta["fp32_fingerprint"] = fp32_fingerprint
+                        if precision == "int8-static":
+                            meta["quantization"] = json.dumps(INT8_STATIC_RECIPE, sort_keys=True)
+                        _set_metadata(vproto, meta)
+                        onnx.save_model(vproto, str(tmp))
+                        os.chmod(tmp, 0o644)  # mkstemp creates 0600; models are meant to be shared
+                        parity = verify_onnx(tmp, model, spec, images, tols[precision], name=str(target))
+                        commit.enter_context(one.pop_all())  # renamed into place with the whole set
+                except ExportVerificationError as exc:
+                    if precision == "fp32" or precision not in optional:
+                        raise
+                    log.warning("%s not written: %s", target.name, exc)
+                    continue
                 if precision == "fp32":
-                    fp32_tmp = tmp
+                    fp32_tmp, fp32_fingerprint = tmp, meta["fingerprint"]
                 reports.append(ExportReport(target, precision, meta["fingerprint"], meta, parity,
                                             time.perf_counter() - (t0 if precision == "fp32" else t1)))
     except OSError as exc:  # e.g. a full disk; atomic_path names the file being written
@@ -477,14 +434,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fp16", action="store_true", help="also write an fp16 variant (model.fp16.onnx)")
     ap.add_argument("--int8", choices=["dynamic", "static"], action="append", default=[],
                     help="also write an int8 variant (onnxruntime.quantization); may be repeated. static: "
-                         "model.int8-static.onnx, served on the CPU with --precision int8 (docs/bench/int8.md)")
+                         "model.int8-static.onnx, which the CPU serves by default (docs/bench/int8.md); written by "
+                         "default, left out with a warning if its check fails unless --int8 static is given")
+    ap.add_argument("--no-int8", action="store_true",
+                    help=f"do not write model.int8-static.onnx (it adds {EXPORT_COST}); the CPU then serves fp32")
     ap.add_argument("--verify-images", help="folder of images for the parity check (default: generated)")
-    ap.add_argument("--calibration-images", help="folder of images for --int8 static calibration")
+    ap.add_argument("--calibration-images", help="folder of images for int8-static calibration, up to "
+                    f"{CALIBRATION_IMAGES} used (default: the 8 verification images; docs/bench/int8.md calibrated "
+                    "on 64 training images)")
     ap.add_argument("--atol", type=float, help="override the fp32 max abs tolerance (default 1e-4)")
     args = ap.parse_args(argv)
+    if args.no_int8 and args.int8:
+        ap.error(f"--no-int8 contradicts --int8 {' '.join(args.int8)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     log.setLevel(logging.INFO)  # our messages; the exporter's optimiser is chatty at INFO
-    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + [f"int8-{m}" for m in dict.fromkeys(args.int8)]
+    int8 = [] if args.no_int8 else [*args.int8, "static"]
+    precisions = ["fp32"] + (["fp16"] if args.fp16 else []) + [f"int8-{m}" for m in dict.fromkeys(int8)]
+    optional = () if args.no_int8 or "static" in args.int8 else ("int8-static",)  # by default: skipped if it fails
     tolerances = None
     if args.atol is not None:
         t = TOLERANCES["fp32"]
@@ -492,12 +458,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         reports = export_checkpoint(args.checkpoint, args.out, precisions=precisions, opset=args.opset,
                                     verify_images=args.verify_images,
-                                    calibration_images=args.calibration_images, tolerances=tolerances)
+                                    calibration_images=args.calibration_images, tolerances=tolerances,
+                                    optional=optional)
     except (ExportError, ValueError, RuntimeError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     for r in reports:
         print(_format_report(r))
+    if optional and "int8-static" not in {r.precision for r in reports}:
+        print("model.int8-static.onnx was not written (its check against PyTorch failed, see above); the CPU serves "
+              "the fp32 model. Pass --int8 static to make this an error", file=sys.stderr)
     return 0
 
 

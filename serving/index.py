@@ -2,9 +2,9 @@
 
 ``python -m serving.index build --model exports/model.onnx --images DIR_OR_MARKET_ROOT --out exports/index
 [--backend faiss|milvus] [--uri URI] [--factory Flat|IVF256,Flat|HNSW32|IVF256,PQ32] [--nprobe N] [--ef-search N]
-[--precision fp32|int8]``, ``python -m serving.index add --index DIR --images PATH... [--uri URI] [--precision P]``
-and ``python -m serving.index info --index DIR``. ``--precision int8`` embeds with the model's int8-static sibling
-(:class:`serving.engine.OnnxEngine`); the manifest records the file and precision served.
+[--precision auto|fp32|int8]``, ``python -m serving.index add --index DIR --images PATH... [--uri URI] [--precision P]``
+and ``python -m serving.index info --index DIR``. ``build`` embeds at ``auto`` (the int8-static sibling on a CPU box
+when it exists; :class:`serving.engine.OnnxEngine`), ``add`` at the precision in the manifest, which records both.
 
 Search is exact inner product (``IndexFlatIP``, i.e. cosine on the L2-normalized embeddings) by default;
 IVF / HNSW / PQ come from a FAISS factory string. The directory layout and its commit point (the manifest)
@@ -42,14 +42,16 @@ from scwm.data.readers import DatasetError
 from scwm.data.readers import parse_market_name as _read_market_name
 from serving.backends import BACKENDS, VectorStore
 from serving.backends.faiss_backend import FaissStore, check_factory, make_faiss_index
-from serving.engine import PRECISION_CHOICES, OnnxEngine
+from serving.engine import PRECISION_CHOICES, PRECISION_HELP, OnnxEngine
 from serving.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     GalleryIndexError,
+    ModelMismatchError,
     backend_of,
     commit,
+    index_precision,
     load_consistent,
     read_items,
     read_manifest,
@@ -64,10 +66,6 @@ __all__ = ["GalleryIndexError", "ModelMismatchError", "GalleryIndex", "parse_mar
 log = logging.getLogger(__name__)
 DEFAULT_INDEX_DIR = Path("exports/index")
 DEFAULT_MODEL = Path("exports/model.onnx")
-
-
-class ModelMismatchError(GalleryIndexError):
-    """The model does not match the one that built the index."""
 
 
 def parse_market_name(path: str | os.PathLike[str]) -> tuple[int | None, int | None]:
@@ -215,8 +213,8 @@ class GalleryIndex:
                 f"index{where} was built with model {self.manifest.get('model_path', '?')} ({built}, fingerprint "
                 f"{self.fingerprint[:16]}, {self.dim}-d) but {engine.model_path} ({engine.served_precision}) has "
                 f"fingerprint {engine.fingerprint[:16] or '(none)'} ({engine.embedding_size}-d); embeddings of "
-                "different models are not comparable: use the model that built the index with the same --precision "
-                f"as at build time (--precision {flag}, or SCWM_PRECISION={flag}), or rebuild the index")
+                "different models are not comparable: use the model that built the index at its precision (--precision "
+                f"{flag} or SCWM_PRECISION={flag}, or neither: the index's own), or rebuild the index")
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, item ids) for (N, D) query embeddings; ids of missing results are -1."""
@@ -294,7 +292,7 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
                 nprobe: int | None = None, ef_search: int | None = None, batch_size: int = 32,
                 overwrite: bool = False, progress: bool = True, backend: str = "faiss",
                 uri: str | None = None, precision: str | None = None) -> GalleryIndex:
-    """Embed ``images`` with ``model`` (a path is opened at ``precision``) and write a new index ``out`` atomically.
+    """Embed ``images`` with ``model`` (a path at ``precision``, default auto) and write a new index ``out`` atomically.
 
     ``backend="milvus"`` stores the vectors in a new Milvus collection at ``uri`` (default: Milvus Lite in
     ``out/milvus.db``); overwriting keeps the replaced collection (for readers racing the swap) and drops
@@ -330,7 +328,7 @@ def build_index(model: str | os.PathLike[str] | OnnxEngine, images: Sequence[str
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model_path": str(engine.model_path.resolve()), "model_fingerprint": engine.fingerprint,
-        "model_precision": engine.served_precision,  # of the file served (int8-static with --precision int8)
+        "model_precision": engine.served_precision,  # of the file served (int8-static: the int8 sibling)
         "metric": "inner_product", "factory": factory,
         "search_params": {k: v for k, v in (("nprobe", nprobe), ("efSearch", ef_search)) if v is not None},
         "created": added, "skipped": skipped,
@@ -378,7 +376,7 @@ def add_to_index(index_dir: str | os.PathLike[str], images: Sequence[str | os.Pa
                  precision: str | None = None) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
     """Embed ``images`` and append them to the index in ``index_dir`` (paths already indexed are skipped).
     ``uri`` overrides (and then replaces) the recorded Milvus location; ``backend``, if given, must be the
-    index's; a model path is opened at ``precision``. Returns ``(index, number added, skipped)``."""
+    index's; a model path is opened at ``precision``, else the index's. Returns ``(index, number added, skipped)``."""
     built_with = backend_of(read_manifest(Path(index_dir)))
     if backend is not None and backend != built_with:
         raise GalleryIndexError(f"{index_dir} is a {built_with} index; `add` appends with the backend it was "
@@ -392,9 +390,9 @@ def _add(index_dir: str | os.PathLike[str], images: Sequence[str | os.PathLike[s
          precision: str | None) -> tuple[GalleryIndex, int, list[dict[str, str]]]:
     gallery = GalleryIndex.load(index_dir, use_gpu=False, uri=uri)
     try:
-        if model is None:
-            model = gallery.manifest.get("model_path") or DEFAULT_MODEL
-        engine = model if isinstance(model, OnnxEngine) else OnnxEngine(model, precision=precision)
+        model = (gallery.manifest.get("model_path") or DEFAULT_MODEL) if model is None else model
+        engine = model if isinstance(model, OnnxEngine) else OnnxEngine(
+            model, precision=index_precision(gallery.manifest, precision, index_dir))  # the index's, if not given
         gallery.check_model(engine)
         known = {it["path"] for it in gallery.items}
         paths = [p for p in collect_images(images) if str(p.resolve()) not in known]
@@ -456,8 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (b, a):
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--no-progress", action="store_true")
-        p.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32: the model file itself; int8: its "
-                       "int8-static sibling, CPU only (default: $SCWM_PRECISION, else fp32)")
+        p.add_argument("--precision", choices=PRECISION_CHOICES, help=f"{PRECISION_HELP} (default: $SCWM_PRECISION, "
+                       + ("else auto)" if p is b else "else the precision the index was built with)"))
         p.add_argument("--backend", choices=BACKENDS, default="faiss" if p is b else None,
                        help="vector store: faiss in process (default) or milvus" if p is b else
                        "must be the index's backend (read from the manifest)")

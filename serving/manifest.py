@@ -50,7 +50,7 @@ except ImportError:  # not POSIX: commits are not serialised
 
 __all__ = ["GalleryIndexError", "IndexChangedError", "MANIFEST", "FORMAT", "FORMAT_VERSION", "DATA_KEYS",
            "BACKENDS", "utc_now", "backend_of", "data_keys", "read_manifest", "verified_files", "read_items",
-           "commit", "load_consistent", "remove_stale_build_dirs"]
+           "commit", "load_consistent", "remove_stale_build_dirs", "ModelMismatchError", "index_precision"]
 T = TypeVar("T")
 
 MANIFEST = "manifest.json"
@@ -70,6 +70,34 @@ class GalleryIndexError(ValueError):
 class IndexChangedError(GalleryIndexError):
     """The index directory was committed to by another process while this one read it or worked on it.
     For a reader this is a retry (:func:`load_consistent`); for a writer, load the index again and repeat."""
+
+
+class ModelMismatchError(GalleryIndexError):
+    """The model does not match the one that built the index."""
+
+
+def index_precision(m: dict[str, Any], precision: str | None = None, where: str | os.PathLike[str] = "") -> str:
+    """The precision (:mod:`serving.engine`) to serve the model of an index with manifest ``m`` at: the one it was
+    built with, from ``model_precision`` (the served file's ``scwm.precision``): ``int8-static`` -> ``int8``,
+    anything else -> ``fp32`` (the recorded file as it is). So an index built at fp32 (e.g. on a GPU box) keeps
+    serving fp32 on a CPU box where an int8-static sibling exists. ``precision`` (else ``$SCWM_PRECISION``), when
+    given, wins: ``auto`` is returned as is (the fingerprint check refuses it if it serves another file), ``fp32`` or
+    ``int8`` disagreeing with the index raises :class:`ModelMismatchError` naming the ``--precision`` to pass."""
+    from serving.engine import INT8_TAG, PRECISION_ENV, resolve_precision
+
+    recorded = str(m.get("model_precision") or "fp32")
+    built = "int8" if recorded == INT8_TAG else "fp32"
+    env = os.environ.get(PRECISION_ENV, "").strip()
+    if precision is None and not env:
+        return built
+    given = resolve_precision(precision)
+    if given not in ("auto", built):
+        source = f"--precision {given}" if precision is not None else f"{PRECISION_ENV}={env}"
+        raise ModelMismatchError(
+            f"index{f' {where}' if where else ''} was built at {recorded} (--precision {built}) but {source} was "
+            "asked for: the embeddings of the two model files are not comparable; pass --precision "
+            f"{built} (or neither --precision nor {PRECISION_ENV}: the index's own), or rebuild the index at {given}")
+    return given
 
 
 _DATA_FILE = re.compile(r"^(index-\d{6,}-[0-9a-f]{8}\.faiss|items-\d{6,}-[0-9a-f]{8}\.jsonl)$")

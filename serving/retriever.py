@@ -24,6 +24,7 @@ from PIL import Image
 
 from serving.engine import ImageInput, OnnxEngine, to_pil
 from serving.index import DEFAULT_MODEL, GalleryIndex
+from serving.manifest import index_precision
 
 __all__ = ["Hit", "Retriever", "upsample_labels"]
 
@@ -69,14 +70,16 @@ class Retriever:
              providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
              use_gpu: bool | None = None, *, precision: str | None = None) -> Retriever:
         """Load and verify ``index_dir`` and its model (``model_path`` overrides the manifest's; it must
-        be the same model, checked by fingerprint). ``precision``: ``fp32`` (default, else ``$SCWM_PRECISION``)
-        serves the model file itself, ``int8`` its int8-static sibling on the CPU (:class:`OnnxEngine`); an index
-        is searched at the precision it was built with (the fingerprints differ)."""
+        be the same model, checked by fingerprint). An index is searched at the precision it was built with (the
+        int8-static file has its own fingerprint): without ``precision`` and ``$SCWM_PRECISION``, the one its
+        manifest records; else ``auto|fp32|int8`` as :class:`OnnxEngine`, refused (``ModelMismatchError``) when
+        it disagrees with the index (:func:`serving.manifest.index_precision`) or serves another model."""
         index = GalleryIndex.load(index_dir, use_gpu=use_gpu)
         path = Path(model_path or index.manifest.get("model_path") or DEFAULT_MODEL)
         if model_path is None and not path.is_file():
             raise ValueError(f"the model recorded in {Path(index_dir) / 'manifest.json'} ({path}) does not "
                              "exist; pass model_path=")
+        precision = index_precision(index.manifest, precision, index_dir)
         return cls(OnnxEngine(path, providers=providers, intra_op_threads=intra_op_threads, precision=precision), index)
 
     @property

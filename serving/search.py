@@ -1,6 +1,7 @@
 """Search a gallery index from the command line.
 
-``python -m serving.search --index DIR --query IMG [--k 10] [--json] [--model PATH] [--precision fp32|int8]``
+``python -m serving.search --index DIR --query IMG [--k 10] [--json] [--model PATH] [--precision auto|fp32|int8]``
+(by default the model is served at the precision the index was built with).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from serving.engine import PRECISION_CHOICES
+from serving.engine import PRECISION_CHOICES, PRECISION_HELP
 from serving.index import GalleryIndexError
 from serving.retriever import Retriever
 
@@ -23,8 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--query", required=True, nargs="+", help="query image file(s)")
     ap.add_argument("--k", type=int, default=10, help="number of hits (default: %(default)s)")
     ap.add_argument("--model", help="ONNX model (default: the one recorded in the index manifest)")
-    ap.add_argument("--precision", choices=PRECISION_CHOICES, help="fp32: the model file itself; int8: its "
-                    "int8-static sibling on the CPU, as the index was built with (default: $SCWM_PRECISION, else fp32)")
+    ap.add_argument("--precision", choices=PRECISION_CHOICES, help=f"{PRECISION_HELP}; it must serve the file that "
+                    "built the index (default: $SCWM_PRECISION, else the precision the index was built with)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")

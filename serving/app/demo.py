@@ -43,7 +43,7 @@ def missing_artifacts_markdown(index_dir: str | os.PathLike[str], error: str | N
         "",
         "```bash",
         "python -m training.run                                   # train SCWM (synthetic world, ~15 min on CPU)",
-        f"python -m serving.export --checkpoint {ckpt}   # -> exports/model.onnx",
+        f"python -m serving.export --checkpoint {ckpt}   # -> exports/model.onnx + model.int8-static.onnx",
         "python -m serving.index build --model exports/model.onnx \\",
         "    --images data/synthetic/market-seed0/bounding_box_test --out exports/index",
         "```",
@@ -121,14 +121,18 @@ def build_demo(plan: DemoPlan, root: str | os.PathLike[str],
                precision: str | None = None) -> Path:
     """Carry out ``plan``: generate data if needed, export the model (unless a valid one exists), build the
     index. Returns the index directory. ``height``/``width`` size the untrained model only; ``precision`` is the
-    app's (``int8`` also exports and indexes with the int8-static variant, see :mod:`serving.engine`)."""
+    app's (None: ``$SCWM_PRECISION``, else ``auto``). ``int8`` exports the int8-static sibling too and indexes with
+    it; ``auto`` on the CPU does so for a trained checkpoint, leaving the sibling out if its check against PyTorch
+    fails (the untrained model is exported at fp32 only: its int8 variant misses the tolerance); see
+    :mod:`serving.engine`."""
     from scwm.data.synthetic.writer import generate
     from serving import export as ex
     from serving import index as ix
-    from serving.engine import OnnxEngine, resolve_precision
+    from serving.engine import OnnxEngine, resolve_precision, select_providers
 
     precision = resolve_precision(precision)
-    variants = ["fp32", "int8-static"] if precision == "int8" else ["fp32"]
+    auto = precision == "auto" and select_providers() == ["CPUExecutionProvider"] and plan.checkpoint is not None
+    variants = ["fp32", "int8-static"] if precision == "int8" or auto else ["fp32"]
 
     def say(frac: float, msg: str) -> None:
         if progress is not None:
@@ -148,7 +152,8 @@ def build_demo(plan: DemoPlan, root: str | os.PathLike[str],
     if engine is None:
         say(0.3, "exporting the model to ONNX (verified against PyTorch)")
         if plan.checkpoint is not None:
-            ex.export_checkpoint(plan.checkpoint, plan.model_out, precisions=variants)
+            ex.export_checkpoint(plan.checkpoint, plan.model_out, precisions=variants,
+                                 optional=("int8-static",) if auto else ())
         else:
             from scwm.models import ModelSpec
 

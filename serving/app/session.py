@@ -129,7 +129,7 @@ class AppState:
         self.model = Path(model) if model else None
         self.providers = list(providers) if providers else None
         self.threads = threads
-        self.precision = precision  # fp32 | int8 | None ($SCWM_PRECISION, else fp32): see serving.engine
+        self.precision = precision  # auto|fp32|int8; None: $SCWM_PRECISION, else the index's (serving.engine)
         self.cache = ParseCache()
         self.build_lock = threading.Lock()
         self.retriever: Retriever | None = None

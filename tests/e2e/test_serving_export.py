@@ -131,15 +131,18 @@ def test_cli_writes_variants_with_deterministic_fingerprint(exported: dict, tmp_
     out = tmp_path / "m.onnx"
     assert ex.main(["--checkpoint", str(exported["ckpt"]), "--out", str(out), "--fp16", "--int8", "dynamic"]) == 0
     text = capsys.readouterr().out
-    assert "fp16" in text and "int8-dynamic" in text
-    assert OnnxEngine(out).fingerprint == exported["report"].fingerprint  # same weights, same fingerprint
+    assert "fp16" in text and "int8-dynamic" in text and "int8-static" in text
+    # same weights, same fingerprint (fp32: the file given; auto would serve the int8-static sibling on the CPU)
+    assert OnnxEngine(out, precision="fp32").fingerprint == exported["report"].fingerprint
     for precision in ("fp16", "int8-dynamic"):
         eng = OnnxEngine(ex.variant_path(out, precision))
         assert eng.metadata["scwm.precision"] == precision and eng.fingerprint != exported["report"].fingerprint
         cos = (eng.embed(ex.generated_pictures(2))["global_feat"]
                * exported["engine"].embed(ex.generated_pictures(2))["global_feat"]).sum(1)
         assert cos.min() > 0.95
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp16.onnx", "m.int8-dynamic.onnx", "m.onnx"]
+    # the int8-static sibling is written by default (--no-int8: not; tests/test_int8.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp16.onnx", "m.int8-dynamic.onnx", "m.int8-static.onnx",
+                                                          "m.onnx"]
 
 
 def test_cli_reports_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
