@@ -31,7 +31,13 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from serving.app.demo import build_demo  # noqa: E402
-from serving.app.memory import DEFAULT_ARENAS, DEFAULT_TRIM_SECONDS, MallocTrimmer, limit_malloc_arenas  # noqa: E402
+from serving.app.memory import (  # noqa: E402
+    DEFAULT_ARENAS,
+    DEFAULT_TRIM_SECONDS,
+    MallocTrimmer,
+    freeze_startup_objects,
+    limit_malloc_arenas,
+)
 from serving.app.session import (  # noqa: E402
     DEMO_INDEX_DIR,
     QUERY_HEIGHT,
@@ -312,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no gallery loaded ({state.error or 'no artifacts in exports/'}); the page explains how to make one")
     else:
         print(f"serving {state.retriever!r}")
+    freeze_startup_objects()  # the trimmer's collections then walk only what requests create
     try:
         launch(demo, args.host, args.port, args.share, auth=auth, max_sessions=args.max_sessions)
     except OSError as exc:

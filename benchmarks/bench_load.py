@@ -52,6 +52,7 @@ import io
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -202,9 +203,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def serve(concurrency: int) -> tuple[lc.AppServer, dict[str, Any]]:
             t0 = time.perf_counter()
-            server = lc.start_app(w["index"], work, args.ort_threads, concurrency)
+            server = lc.start_app(w["index"], work, args.ort_threads, concurrency,
+                                  app_args=shlex.split(args.app_args))
             stack.callback(server.stop)
-            servers.append((server, {"concurrency": concurrency, "start_s": time.perf_counter() - t0,
+            servers.append((server, {"concurrency": concurrency, "app_args": args.app_args,
+                                     "start_s": time.perf_counter() - t0,
                                      "rss_idle_mb": lc.proc_stats(server.pid)["rss_mb"]}))
             return servers[-1]
 
@@ -236,7 +239,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                           progress=args.progress)
             res["soak"] = lc.soak(drive, pid, args.minutes * 60, ref, args.windows, temp_dir=temp,
                                   leak_mb=args.leak_mb, leak_mb_per_1000=args.leak_mb_per_1000)
-            res["soak"].update(target=args.soak_target, clients=args.soak_clients, app=info)
+            res["soak"].update(target=args.soak_target, clients=args.soak_clients, app=info, command=res["command"],
+                               date=res["date"])
             s = res["soak"]
             print(f"  {s['requests']} requests, errors {s['errors']}, differ {s['mismatches']}, RSS "
                   f"{s['rss_first_window_mb']:.0f} -> {s['rss_end_mb']:.0f} MB, p50 drift {s['p50_drift']}", flush=True)
@@ -301,7 +305,7 @@ def failed(res: dict[str, Any]) -> bool:
 
 def _command(args: argparse.Namespace) -> str:
     argv = args.argv if args.argv is not None else sys.argv[1:]
-    return "python -m benchmarks.bench_load " + " ".join(argv)
+    return "python -m benchmarks.bench_load " + shlex.join(argv)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -327,6 +331,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--app-concurrency", type=int, nargs="+", default=[1],
                     help="GRADIO_DEFAULT_CONCURRENCY_LIMIT of the app; one server (and table) per value (default: 1, "
                          "Gradio's default); the soak uses the first")
+    ap.add_argument("--app-args", default="",
+                    help="extra arguments of `python app.py`, one string, e.g. \"--malloc-arenas 0\" (default: none)")
     ap.add_argument("--minutes", type=float, default=10.0, help="soak duration")
     ap.add_argument("--soak-clients", type=int, default=8)
     ap.add_argument("--soak-target", choices=["http", "threads"], default="http")

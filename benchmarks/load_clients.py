@@ -263,10 +263,11 @@ class AppServer:
 
 
 def start_app(index_dir: Path, work: Path, threads: int = 1, concurrency: int | None = None,
-              timeout: float = 1800.0) -> AppServer:
+              timeout: float = 1800.0, app_args: Sequence[str] = ()) -> AppServer:
     """Start the app on ``index_dir`` (cwd ``work``, Gradio's files in ``work/gradio-tmp``) on a free port and wait
     until ``/config`` answers. ``concurrency`` sets ``GRADIO_DEFAULT_CONCURRENCY_LIMIT`` (Gradio's default: 1 search
-    at a time). The child inherits this process's niceness."""
+    at a time); ``app_args`` are added to ``python app.py``'s command line. The child inherits this process's
+    niceness."""
     work.mkdir(parents=True, exist_ok=True)
     temp = work / "gradio-tmp"
     port = free_port()
@@ -276,7 +277,7 @@ def start_app(index_dir: Path, work: Path, threads: int = 1, concurrency: int | 
         extra["GRADIO_DEFAULT_CONCURRENCY_LIMIT"] = str(concurrency)
     log = work / f"app-{port}.log"
     cmd = [sys.executable, str(ROOT / "app.py"), "--index", str(index_dir), "--host", "127.0.0.1", "--port",
-           str(port), "--threads", str(threads)]
+           str(port), "--threads", str(threads), *app_args]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=work, env={**os.environ, **extra}, stdout=out, stderr=subprocess.STDOUT)
     server = AppServer(f"http://127.0.0.1:{port}", proc, log, temp, extra)
@@ -351,9 +352,10 @@ LEAK_MB = 8.0
 """Fitted RSS growth over the soak's second half that counts as a leak."""
 LEAK_MB_PER_1000 = 2.0
 """Fitted RSS growth per 1000 answered requests over the second half that counts as a leak (a server that grows
-2 MB per 1000 requests gains 1 GB in 500k requests)."""
-MIN_REQUESTS_PER_1000_RULE = 200
-"""Requests the second half needs before the per-request rule applies (fewer: the slope is RSS noise)."""
+2 MB per 1000 requests gains 1 GB in 500k requests), when it is also resolved: more than ``SLOPE_Z`` standard
+errors of the fitted slope (RSS jitters by several MB from sample to sample, so a few hundred requests cannot
+resolve a slope of a few MB per 1000)."""
+SLOPE_Z = 3.0
 
 
 def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, leak_mb: float = LEAK_MB,
@@ -363,20 +365,23 @@ def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, 
 
     Lines are fitted (least squares) over the second half (``t >= seconds / 2``): RSS against time
     (``rss_slope_mb_per_min``; ``rss_second_half_growth_mb`` = that slope times the half's length) and RSS
-    against answered requests (``rss_mb_per_1000_requests``). ``leak`` when the fitted growth over the half exceeds
-    ``leak_mb``, or when the growth per 1000 requests exceeds ``leak_mb_per_1000`` with at least
-    ``MIN_REQUESTS_PER_1000_RULE`` requests in the half. A plateau (growth during the warm-up or the first half,
-    then flat) is not a leak; a steady growth is one however slow, once the soak is long enough to resolve it."""
+    against answered requests (``rss_mb_per_1000_requests``, with its standard error ``..._se``). ``leak`` when
+    the fitted growth over the half exceeds ``leak_mb``, or when the growth per 1000 requests exceeds
+    ``leak_mb_per_1000`` and ``SLOPE_Z`` standard errors. A plateau (growth during the warm-up or the first
+    half, then flat) is not a leak; a steady growth is one however slow, once the soak resolves it."""
     half = t >= seconds / 2
     fit = int(half.sum()) >= 3
     slope = float(np.polyfit(t[half], rss[half], 1)[0]) * 60 if fit else 0.0  # MB per minute
     n_half = int(np.ptp(done[half])) if fit else 0
-    per_k = float(np.polyfit(done[half], rss[half], 1)[0]) * 1000 if fit and n_half > 0 else 0.0
+    per_k = se_k = 0.0
+    if fit and n_half > 0 and int(half.sum()) >= 4:
+        coef, cov = np.polyfit(done[half].astype(np.float64), rss[half], 1, cov=True)
+        per_k, se_k = float(coef[0]) * 1000, float(np.sqrt(max(cov[0, 0], 0.0))) * 1000
     growth = slope * (seconds / 2) / 60
-    by_requests = n_half >= MIN_REQUESTS_PER_1000_RULE and per_k > leak_mb_per_1000
-    return {"rss_slope_mb_per_min": slope, "rss_mb_per_1000_requests": per_k, "rss_second_half_growth_mb": growth,
-            "second_half_requests": n_half, "leak": bool(growth > leak_mb or by_requests), "leak_mb": leak_mb,
-            "leak_mb_per_1000": leak_mb_per_1000}
+    by_requests = per_k > leak_mb_per_1000 and per_k > SLOPE_Z * se_k
+    return {"rss_slope_mb_per_min": slope, "rss_mb_per_1000_requests": per_k, "rss_mb_per_1000_requests_se": se_k,
+            "second_half_requests": n_half, "rss_second_half_growth_mb": growth,
+            "leak": bool(growth > leak_mb or by_requests), "leak_mb": leak_mb, "leak_mb_per_1000": leak_mb_per_1000}
 
 
 def soak(run: Callable[[float], tuple[list[Sample], float]], pid: int, seconds: float, ref: Sequence[Answer],
@@ -421,6 +426,7 @@ def soak(run: Callable[[float], tuple[list[Sample], float]], pid: int, seconds: 
         "rss_before_mb": before["rss_mb"], "rss_first_window_mb": first_end, "rss_end_mb": after["rss_mb"],
         "rss_max_mb": max([after["rss_mb"], *rss.tolist()]), "rss_growth_mb": after["rss_mb"] - first_end,
         **rss_trend(t, rss, done, seconds, leak_mb, leak_mb_per_1000),
+        "series": {"t_s": np.round(t, 2).tolist(), "rss_mb": np.round(rss, 2).tolist(), "done": done.tolist()},
         "threads_before": before["threads"], "threads_end": after["threads"],
         "fds_before": before["fds"], "fds_end": after["fds"],
         "p50_first_ms": p50s[0] if p50s else None, "p50_last_ms": p50s[-1] if p50s else None,

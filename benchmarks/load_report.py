@@ -115,16 +115,20 @@ def render(res: dict[str, Any]) -> str:
             lines += _level_table(e["levels"]) + [""]
     if "soak" in res:
         s = res["soak"]
-        where = (f"the app (concurrency limit {s['app']['concurrency']}) over HTTP" if s["target"] == "http"
+        flags = f", `{s['app']['app_args']}`" if s["target"] == "http" and s["app"].get("app_args") else ""
+        where = (f"the app (concurrency limit {s['app']['concurrency']}{flags}) over HTTP" if s["target"] == "http"
                  else "`Retriever` in this process, from threads")
         span = f"{s['seconds'] / 60:g} minutes" if s["seconds"] >= 60 else f"{s['seconds']:g} seconds"
+        own = (f"Run on its own ({s['date']}): `nice -n 19 env OMP_NUM_THREADS=1 {s['command']}`. "
+               if s.get("command") and s["command"] != res["command"] else "")
         lines += [f"## 3. Soak: {span} at constant load", "",
-                  f"{s['clients']} closed-loop clients against {where}; RSS, threads and open files of the serving "
-                  f"process sampled every second ({s['samples']} samples). RSS growth is taken from the end of the "
-                  "first window (after the warm-up) to the end; the slopes are fitted over the second half (RSS "
+                  f"{own}{s['clients']} closed-loop clients against {where}; RSS, threads and open files of the "
+                  f"serving process sampled every second ({s['samples']} samples). RSS growth is taken from the end of "
+                  "the first window (after the warm-up) to the end; the slopes are fitted over the second half (RSS "
                   "against time, and against answered requests); leak = the fitted RSS grows by more than "
                   f"{s['leak_mb']:g} MB over the second half, or by more than {s.get('leak_mb_per_1000', 2.0):g} MB "
-                  "per 1000 requests (with at least 200 requests in the half).", "", "| measure | value |", "|---|---|",
+                  "per 1000 requests and by more than 3 standard errors of that slope.", "", "| measure | value |",
+                  "|---|---|",
                   f"| requests, errors, equal to serial | {s['requests']}, **{s['errors']}**, {s['equal']} / "
                   f"{s['requests']} |",
                   f"| throughput | {_f(s['throughput'], 2)} req/s |",
@@ -135,7 +139,8 @@ def render(res: dict[str, Any]) -> str:
                   f"{s['rss_first_window_mb']:.0f} / {s['rss_end_mb']:.0f} / {s['rss_max_mb']:.0f} MB |",
                   f"| RSS growth from the end of window 1 | {s['rss_growth_mb']:+.1f} MB |",
                   f"| RSS slope over the second half | {s['rss_slope_mb_per_min']:+.2f} MB/min, "
-                  f"{s.get('rss_mb_per_1000_requests', 0.0):+.1f} MB per 1000 requests |",
+                  f"{s.get('rss_mb_per_1000_requests', 0.0):+.1f} ± "
+                  f"{s.get('rss_mb_per_1000_requests_se', 0.0):.1f} MB per 1000 requests |",
                   f"| leak (fitted growth over the second half > {s['leak_mb']:g} MB, or > "
                   f"{s.get('leak_mb_per_1000', 2.0):g} MB per 1000 requests) | "
                   f"{'**yes**' if s['leak'] else 'no'} ({s['rss_second_half_growth_mb']:+.1f} MB) |",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import weakref
 
 import pytest
 
@@ -89,3 +91,31 @@ def test_the_trimmer_can_be_off_and_refuses_bad_intervals() -> None:
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="malloc trim interval"):
             memory.MallocTrimmer(bad)
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_the_trimmers_turn_collects_reference_cycles() -> None:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a  # a cycle: only the cyclic collector frees it
+    ref = weakref.ref(a)
+    del a, b
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        assert ref() is not None
+        assert memory.MallocTrimmer(3600.0).maybe_trim() and ref() is None
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_freezing_startup_objects_takes_them_out_of_later_collections() -> None:
+    try:
+        frozen = memory.freeze_startup_objects()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

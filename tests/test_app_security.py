@@ -227,6 +227,7 @@ def fake_launch(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     monkeypatch.setattr(app, "launch", lambda demo, host, port, share, **k: calls.append(
         {"host": host, "port": port, "share": share, **k}))
     monkeypatch.delenv(app.AUTH_ENV, raising=False)
+    monkeypatch.setattr(app, "freeze_startup_objects", lambda: calls.append({"frozen": True}) or 0)
     return calls
 
 
@@ -250,6 +251,7 @@ def test_memory_flags_reach_glibc_and_gradio(fake_launch: list[dict[str, Any]], 
     monkeypatch.setattr(app, "limit_malloc_arenas", arenas.append)
     assert app.main([]) == 0
     assert arenas == [app.DEFAULT_ARENAS] and fake_launch[-1]["max_sessions"] == app.MAX_SESSIONS
+    assert fake_launch[-2] == {"frozen": True}  # startup objects frozen before serving
     assert app.main(["--malloc-arenas", "0", "--max-sessions", "7"]) == 0
     assert arenas[-1] == 0 and fake_launch[-1]["max_sessions"] == 7
     for bad in (["--max-sessions", "0"], ["--malloc-arenas", "-1"], ["--malloc-trim-seconds", "-1"]):
