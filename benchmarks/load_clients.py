@@ -351,31 +351,44 @@ class Sampler(threading.Thread):
 LEAK_MB = 8.0
 """Fitted RSS growth over the soak's second half that counts as a leak."""
 LEAK_MB_PER_1000 = 2.0
-"""Fitted RSS growth per 1000 answered requests over the second half that counts as a leak (a server that grows
-2 MB per 1000 requests gains 1 GB in 500k requests), when it is also resolved: more than ``SLOPE_Z`` standard
-errors of the fitted slope (RSS jitters by several MB from sample to sample, so a few hundred requests cannot
-resolve a slope of a few MB per 1000)."""
+"""Growth of the RSS floor per 1000 answered requests over the second half that counts as a leak (a server that
+keeps 2 MB per 1000 requests gains 1 GB in 500k requests), when it is also resolved: more than ``SLOPE_Z``
+standard errors of the fitted slope."""
 SLOPE_Z = 3.0
+FLOOR_BLOCKS = 10
+"""The second half is cut into this many equal time blocks; each contributes its lowest RSS sample (the floor)."""
 
 
 def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, leak_mb: float = LEAK_MB,
               leak_mb_per_1000: float = LEAK_MB_PER_1000) -> dict[str, Any]:
-    """Whether the RSS of a soak still grows after its warm-up, from samples ``t`` (s since the start), ``rss``
-    (MB) and ``done`` (requests answered by each sample).
+    """Whether the memory a soak keeps still grows after its warm-up, from samples ``t`` (s since the start),
+    ``rss`` (MB) and ``done`` (requests answered by each sample).
 
-    Lines are fitted (least squares) over the second half (``t >= seconds / 2``): RSS against time
-    (``rss_slope_mb_per_min``; ``rss_second_half_growth_mb`` = that slope times the half's length) and RSS
-    against answered requests (``rss_mb_per_1000_requests``, with its standard error ``..._se``). ``leak`` when
-    the fitted growth over the half exceeds ``leak_mb``, or when the growth per 1000 requests exceeds
-    ``leak_mb_per_1000`` and ``SLOPE_Z`` standard errors. A plateau (growth during the warm-up or the first
-    half, then flat) is not a leak; a steady growth is one however slow, once the soak resolves it."""
+    A request allocates tens of MB for a moment (decoded images, tiles), so single samples jump; what a leak
+    raises is the floor. The second half (``t >= seconds / 2``) is cut into ``FLOOR_BLOCKS`` time blocks, and
+    lines are fitted (least squares) to each block's lowest RSS: against time (``rss_slope_mb_per_min``;
+    ``rss_second_half_growth_mb`` = that slope times the half's length) and against the requests answered by the
+    end of the block (``rss_mb_per_1000_requests``, standard error ``..._se``; block floors are far less
+    correlated than 1-s samples). ``leak`` when the fitted growth over the half exceeds ``leak_mb``, or when the
+    growth per 1000 requests exceeds ``leak_mb_per_1000`` and ``SLOPE_Z`` standard errors. A plateau (growth in
+    the first half, then flat) is not a leak; a steady growth is one however slow, once the soak resolves it."""
     half = t >= seconds / 2
-    fit = int(half.sum()) >= 3
-    slope = float(np.polyfit(t[half], rss[half], 1)[0]) * 60 if fit else 0.0  # MB per minute
-    n_half = int(np.ptp(done[half])) if fit else 0
+    edges = np.linspace(seconds / 2, max(seconds, float(t.max(initial=0.0))) + 1e-9, FLOOR_BLOCKS + 1)
+    block = np.clip(np.searchsorted(edges, t[half], side="right") - 1, 0, FLOOR_BLOCKS - 1)
+    tb, fb, db = [], [], []
+    for b in np.unique(block):
+        sel = block == b
+        i = int(np.argmin(rss[half][sel]))
+        tb.append(t[half][sel][i])
+        fb.append(rss[half][sel][i])
+        db.append(done[half][sel].max())
+    tb_, fb_, db_ = (np.asarray(v, dtype=np.float64) for v in (tb, fb, db))
+    fit = len(tb_) >= 4
+    slope = float(np.polyfit(tb_, fb_, 1)[0]) * 60 if fit else 0.0  # MB per minute
+    n_half = int(np.ptp(done[half])) if int(half.sum()) else 0
     per_k = se_k = 0.0
-    if fit and n_half > 0 and int(half.sum()) >= 4:
-        coef, cov = np.polyfit(done[half].astype(np.float64), rss[half], 1, cov=True)
+    if fit and np.ptp(db_) > 0:
+        coef, cov = np.polyfit(db_, fb_, 1, cov=True)
         per_k, se_k = float(coef[0]) * 1000, float(np.sqrt(max(cov[0, 0], 0.0))) * 1000
     growth = slope * (seconds / 2) / 60
     by_requests = per_k > leak_mb_per_1000 and per_k > SLOPE_Z * se_k

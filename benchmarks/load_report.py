@@ -124,10 +124,12 @@ def render(res: dict[str, Any]) -> str:
         lines += [f"## 3. Soak: {span} at constant load", "",
                   f"{own}{s['clients']} closed-loop clients against {where}; RSS, threads and open files of the "
                   f"serving process sampled every second ({s['samples']} samples). RSS growth is taken from the end of "
-                  "the first window (after the warm-up) to the end; the slopes are fitted over the second half (RSS "
-                  "against time, and against answered requests); leak = the fitted RSS grows by more than "
-                  f"{s['leak_mb']:g} MB over the second half, or by more than {s.get('leak_mb_per_1000', 2.0):g} MB "
-                  "per 1000 requests and by more than 3 standard errors of that slope.", "", "| measure | value |",
+                  "the first window (after the warm-up) to the end. The slopes are those of the RSS floor over the "
+                  "second half (the lowest sample of each of 10 time blocks, against time and against answered "
+                  "requests; a search holds tens of MB for a moment, a leak raises the floor); leak = the floor "
+                  f"grows by more than {s['leak_mb']:g} MB over the second half, or by more than "
+                  f"{s.get('leak_mb_per_1000', 2.0):g} MB per 1000 requests and by more than 3 standard errors of "
+                  "that slope (`benchmarks.load_clients.rss_trend`).", "", "| measure | value |",
                   "|---|---|",
                   f"| requests, errors, equal to serial | {s['requests']}, **{s['errors']}**, {s['equal']} / "
                   f"{s['requests']} |",
@@ -138,7 +140,7 @@ def render(res: dict[str, Any]) -> str:
                   f"| RSS before / after window 1 / end / max | {s['rss_before_mb']:.0f} / "
                   f"{s['rss_first_window_mb']:.0f} / {s['rss_end_mb']:.0f} / {s['rss_max_mb']:.0f} MB |",
                   f"| RSS growth from the end of window 1 | {s['rss_growth_mb']:+.1f} MB |",
-                  f"| RSS slope over the second half | {s['rss_slope_mb_per_min']:+.2f} MB/min, "
+                  f"| RSS floor slope over the second half | {s['rss_slope_mb_per_min']:+.2f} MB/min, "
                   f"{s.get('rss_mb_per_1000_requests', 0.0):+.1f} ± "
                   f"{s.get('rss_mb_per_1000_requests_se', 0.0):.1f} MB per 1000 requests |",
                   f"| leak (fitted growth over the second half > {s['leak_mb']:g} MB, or > "

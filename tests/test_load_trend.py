@@ -43,7 +43,17 @@ def test_growth_that_levels_off_is_not_a_leak() -> None:
     rng = np.random.default_rng(0)
     rss = 1100.0 + 60.0 * np.minimum(T, 120.0) / 120.0 + rng.normal(0.0, 2.0, T.shape)
     r = lc.rss_trend(T, rss, _done(4.0), SECONDS)
-    assert abs(r["rss_slope_mb_per_min"]) < 0.3 and not r["leak"]
+    assert abs(r["rss_second_half_growth_mb"]) < lc.LEAK_MB / 2 and not r["leak"]
+
+
+def test_the_verdict_follows_the_floor_not_the_transient_peaks() -> None:
+    # a search holds ~25 MB for a moment: peaks at a random 30 % of the samples, more of them late in the run
+    rng = np.random.default_rng(2)
+    peaks = 25.0 * (rng.random(T.shape) < 0.1 + 0.4 * T / SECONDS)
+    flat = lc.rss_trend(T, 1050.0 + peaks + rng.normal(0.0, 0.5, T.shape), _done(1.0), SECONDS)
+    assert not flat["leak"] and abs(flat["rss_second_half_growth_mb"]) < 2.0
+    rising = lc.rss_trend(T, 1050.0 + 0.02 * _done(1.0) + peaks, _done(1.0), SECONDS)  # keeps 20 MB / 1000
+    assert rising["leak"] and rising["rss_mb_per_1000_requests"] == pytest.approx(20.0, abs=2.0)
 
 
 def test_shrinking_rss_and_short_series_are_not_leaks() -> None:
