@@ -357,6 +357,8 @@ standard errors of the fitted slope."""
 SLOPE_Z = 3.0
 FLOOR_BLOCKS = 10
 """The second half is cut into this many equal time blocks; each contributes its lowest RSS sample (the floor)."""
+MIN_FLOOR_BLOCKS = 6
+"""Blocks that must hold a sample for any verdict: a soak too short for that (seconds at 1 sample/s) says nothing."""
 
 
 def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, leak_mb: float = LEAK_MB,
@@ -371,7 +373,8 @@ def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, 
     end of the block (``rss_mb_per_1000_requests``, standard error ``..._se``; block floors are far less
     correlated than 1-s samples). ``leak`` when the fitted growth over the half exceeds ``leak_mb``, or when the
     growth per 1000 requests exceeds ``leak_mb_per_1000`` and ``SLOPE_Z`` standard errors. A plateau (growth in
-    the first half, then flat) is not a leak; a steady growth is one however slow, once the soak resolves it."""
+    the first half, then flat) is not a leak; a steady growth is one however slow, once the soak resolves it.
+    Fewer than ``MIN_FLOOR_BLOCKS`` blocks with a sample (a soak of seconds): no slopes and no leak."""
     half = t >= seconds / 2
     edges = np.linspace(seconds / 2, max(seconds, float(t.max(initial=0.0))) + 1e-9, FLOOR_BLOCKS + 1)
     block = np.clip(np.searchsorted(edges, t[half], side="right") - 1, 0, FLOOR_BLOCKS - 1)
@@ -383,7 +386,7 @@ def rss_trend(t: np.ndarray, rss: np.ndarray, done: np.ndarray, seconds: float, 
         fb.append(rss[half][sel][i])
         db.append(done[half][sel].max())
     tb_, fb_, db_ = (np.asarray(v, dtype=np.float64) for v in (tb, fb, db))
-    fit = len(tb_) >= 4
+    fit = len(tb_) >= MIN_FLOOR_BLOCKS
     slope = float(np.polyfit(tb_, fb_, 1)[0]) * 60 if fit else 0.0  # MB per minute
     n_half = int(np.ptp(done[half])) if int(half.sum()) else 0
     per_k = se_k = 0.0

@@ -58,6 +58,6 @@ def test_the_verdict_follows_the_floor_not_the_transient_peaks() -> None:
 
 def test_shrinking_rss_and_short_series_are_not_leaks() -> None:
     assert not lc.rss_trend(T, 1200.0 - T / 60, _done(4.0), SECONDS)["leak"]
-    short = np.array([0.0, 1.0])
-    r = lc.rss_trend(short, np.array([100.0, 500.0]), np.array([0.0, 5.0]), 2.0)  # < 3 samples in the half
-    assert r["rss_slope_mb_per_min"] == 0.0 and not r["leak"]
+    short = np.arange(0.0, 7.0)  # a 6-s soak sampled every second: 4 samples in the half, too few blocks
+    r = lc.rss_trend(short, 100.0 + 50.0 * short, np.arange(7) * 3, 6.0)
+    assert r["rss_slope_mb_per_min"] == 0.0 and r["rss_mb_per_1000_requests"] == 0.0 and not r["leak"]
