@@ -34,6 +34,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from benchmarks.host import cpu_model, load_average, ram_gib
 from scwm.data.images import load_image
 from scwm.data.transforms import preprocess
 from scwm.evaluation import evaluate_rank
@@ -47,23 +48,11 @@ from serving.retriever import Retriever
 
 
 def _machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu, mem = cpu_model()[0], ram_gib()
     return (f"{os.cpu_count()} CPU cores ({cpu}), {mem:.0f} GiB RAM, no GPU used, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, onnxruntime "
             f"{ort.__version__} ({', '.join(ort.get_available_providers())}), faiss {faiss.__version__}, "
             f"numpy {np.__version__}")
-
-
-def _load() -> str:
-    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def _timeit(fn, min_time: float, min_reps: int = 3) -> float:
@@ -146,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     cmd = "python -m benchmarks.bench_serving " + " ".join(argv if argv is not None else sys.argv[1:])
-    load_start = _load()
+    load_start = load_average()
     work = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     lines: list[str] = []
 
@@ -395,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{min(good) if good else '(none of those tried)'}; build with `python -m serving.index build "
         f"--factory {args.ann_factory} --nprobe N`.")
     say()
-    say(f"Load average at the end of the run: {_load()}.")
+    say(f"Load average at the end of the run: {load_average()}.")
     atomic_write_bytes(args.out, ("\n".join(lines) + "\n").encode())
     shutil.rmtree(work, ignore_errors=True)  # generated data, models and index (kept if the run fails)
     print(f"wrote {args.out}")

@@ -37,22 +37,14 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks.host import cpu_model, load_average, ram_gib
 from scwm.utils import atomic_write_bytes
 from serving.backends.faiss_backend import FaissStore, make_faiss_index
 
 
 def _machine() -> str:
-    cpu, flags = "unknown CPU", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                fl = line.split(":", 1)[1].split()
-                flags = ", ".join(f for f in ("avx2", "avx512f") if f in fl) or "no AVX2"
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu, flags = cpu_model()
+    mem = ram_gib()
     try:
         import milvus_lite
         import pymilvus
@@ -63,10 +55,6 @@ def _machine() -> str:
     return (f"{os.cpu_count()} CPU cores ({cpu}; {flags}), {mem:.0f} GiB RAM, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, faiss {faiss.__version__}, numpy "
             f"{np.__version__}{mil}")
-
-
-def _load() -> str:
-    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def make_data(n: int, dim: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     say()
     say(f"Command: `nice -n 19 {cmd}`")
     say()
-    say(f"Machine: {_machine()}. Load average at the start: {_load()} (other jobs were running; absolute times "
+    say(f"Machine: {_machine()}. Load average at the start: {load_average()} (other jobs were running; absolute times "
         "are pessimistic, and vary between runs).")
     say()
     notes: list[str] = []
@@ -169,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
         if n <= args.milvus_max:
             notes += run_milvus(n, x, q[:args.milvus_queries], exact, args, row, milvus_rate)
-        say(f"(N = {n:,} done after {time.perf_counter() - t_start:.0f} s, load average {_load()})")
+        say(f"(N = {n:,} done after {time.perf_counter() - t_start:.0f} s, load average {load_average()})")
         say()
         del x
         gc.collect()

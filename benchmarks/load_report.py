@@ -3,13 +3,14 @@ the machine, the tables of the threads and HTTP levels and of the soak, and the 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.host import cpu_model, load_average, ram_gib
 
 __all__ = ["LEVEL_HEADER", "NOTES_HEADING", "machine", "load_average", "render", "notes"]
 
@@ -23,23 +24,12 @@ def machine() -> str:
     import httpx
     import onnxruntime as ort
 
-    cpu, flags = "unknown CPU", ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                fl = line.split(":", 1)[1].split()
-                flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in fl) or "no AVX2"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cpu, flags = cpu_model()
+    mem = ram_gib()
     return (f"{os.cpu_count()} CPU cores ({cpu}; {flags}), {mem:.0f} GiB RAM, {platform.system()} "
             f"{platform.release()}, Python {platform.python_version()}, onnxruntime {ort.__version__}, faiss "
             f"{faiss.__version__}, gradio {gradio.__version__}, httpx {httpx.__version__}, numpy {np.__version__}; "
             f"niceness {os.nice(0)}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-
-
-def load_average() -> str:
-    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
 def _f(v: float | None, digits: int = 0) -> str:
