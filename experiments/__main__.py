@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from .headline import README_PATH, update_readme
-from .registry import EXPERIMENTS, GRIDS, GROUPS, TARGETS
+from .registry import BASE, EXPERIMENTS, GRIDS, GROUPS, TARGETS
 from .report import NOTES_DIR, SUMMARY_PATH, build_report, build_summary, report_path
 from .runner import (
     RESULTS_DIR,
@@ -104,6 +104,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(_: argparse.Namespace) -> int:
+    print(f"every experiment sets {shlex.join(flags(BASE))} unless its own flags say otherwise")
     for e in EXPERIMENTS:
         print(f"{e.group:7} {e.name:22} {shlex.join(flags(e.overrides)) or '(SCWM defaults)'}")
     return 0

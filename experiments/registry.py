@@ -56,6 +56,11 @@ def _p(m_map: float, m_r1: float, s_map: float, s_r1: float) -> PaperNumbers:
     return {"market": (m_map, m_r1), "msmt": (s_map, s_r1)}
 
 
+BASE: Overrides = {"loss.soft_triplet": False}
+"""What every experiment fixes under it, whatever the preset's product defaults: the paper's SCWM and its peers
+train without PPLR's soft triplet, which the ``synthetic`` preset adds (docs/notes/2026-12-03-soft-triplet.md);
+rows that use it say so in their own overrides."""
+
 _STRIPES: Overrides = {"cluster.part_source": "stripes"}
 _SCWM = _p(87.5, 94.9, 49.1, 76.5)
 
@@ -117,6 +122,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                 "loss.soft_triplet": True}),
 )
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
+
+
+def experiment_overrides(exp: Experiment) -> Overrides:
+    """The overrides one experiment applies over the preset and target: :data:`BASE` < its own."""
+    return {**BASE, **exp.overrides}
 
 GROUPS: dict[str, str] = {
     "table1": "Table 1 — ablation of each component",

@@ -33,7 +33,7 @@ from training.config import PRESETS, TrainConfig, preset_config
 from training.logs import MetricsLog
 from training.model_init import initial_weights_file
 
-from .registry import EXPERIMENTS, PARSING_KEYS, TARGETS, Experiment, Overrides, select
+from .registry import EXPERIMENTS, PARSING_KEYS, TARGETS, Experiment, Overrides, experiment_overrides, select
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "experiments" / "results"
@@ -90,10 +90,11 @@ def extra_overrides(extra: Sequence[str]) -> Overrides:
 
 
 def run_overrides(target: str, exp: Experiment, seed: int, out: Path, extra: Overrides) -> Overrides:
-    """Overrides of one run: target < experiment < ``extra`` < seed and output (later keys win)."""
+    """Overrides of one run: target < experiment (with :data:`~experiments.registry.BASE`) < ``extra`` < seed
+    and output (later keys win)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    return {**TARGETS[target], **exp.overrides, **extra, "run.seed": seed, "run.output": str(out),
+    return {**TARGETS[target], **experiment_overrides(exp), **extra, "run.seed": seed, "run.output": str(out),
             "run.progress": False}
 
 
@@ -101,8 +102,8 @@ def build_argv(preset: str, target: str, exp: Experiment, seed: int, out: Path, 
     """Training flags of one run, in the order of :func:`run_overrides` (later flags win)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-    return ["--preset", preset, *flags(TARGETS[target]), *flags(exp.overrides), *extra, "--run.seed", str(seed),
-            "--run.output", str(out), "--run.progress", "false"]
+    return ["--preset", preset, *flags(TARGETS[target]), *flags(experiment_overrides(exp)), *extra,
+            "--run.seed", str(seed), "--run.output", str(out), "--run.progress", "false"]
 
 
 def run_config(preset: str, target: str, exp: Experiment, seed: int, out: Path, extra: Overrides) -> TrainConfig:

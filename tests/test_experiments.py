@@ -13,6 +13,7 @@ import experiments.__main__ as cli
 from experiments import registry as reg
 from experiments import report, runner, stats
 from training.cli import config_from_args
+from training.config import PRESETS, preset_config
 
 
 def _value(text: str) -> object:
@@ -66,6 +67,30 @@ def test_intended_field_values() -> None:
         assert all(c.a in reg.BY_NAME and c.b in reg.BY_NAME for c in claims)
     assert runner.flags({"cluster.eta": 1.0, "loss.nce": False, "model.num_parts": 4}) == [
         "--cluster.eta", "1", "--loss.nce", "false", "--model.num_parts", "4"]
+
+
+def test_rows_pin_the_soft_triplet_whatever_the_preset(monkeypatch) -> None:
+    """The paper's rows train without PPLR's soft triplet even when the preset turns it on; rows named for it
+    keep it, and the flags the subprocess gets say the same."""
+    on = {**PRESETS["synthetic"], "loss": {**PRESETS["synthetic"].get("loss", {}), "soft_triplet": True}}
+    monkeypatch.setitem(PRESETS, "synthetic", on)
+    assert preset_config("synthetic").loss.soft_triplet
+    for name in ("t1-baseline", "t1-wm-scc", "t2-oracle", "peer-cluster-contrast", "eta-1"):
+        assert _cfg(name).loss.soft_triplet is False, name
+        argv = runner.build_argv("synthetic", "market", reg.BY_NAME[name], 0, Path("r"), [])
+        assert config_from_args(argv)[0].loss.soft_triplet is False, name
+    for name in ("t1-pplr", "triplet-scwm", "triplet-cluster-contrast"):
+        assert _cfg(name).loss.soft_triplet is True, name
+    # the grid of the current defaults stays current: its runs resolve to the fingerprints they recorded
+    records = runner.read_records(runner.RESULTS_DIR / "zoo-trunk01.jsonl")
+    checked = 0
+    for r in records:
+        if r.get("experiment") in ("t1-baseline", "t1-wm-scc", "t1-pplr", "triplet-scwm") and not r.get("alias_of"):
+            cfg = runner.run_config(r["preset"], r["target"], reg.BY_NAME[r["experiment"]], int(r["seed"]),
+                                    Path("r"), runner.extra_overrides(r["extra"]))
+            assert cfg.fingerprint() == r["fingerprint"], (r["target"], r["experiment"], r["seed"])
+            checked += 1
+    assert checked >= 8
 
 
 def test_plan_aliases_identical_configs(tmp_path: Path) -> None:
