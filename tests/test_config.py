@@ -69,6 +69,9 @@ def test_paper_hyperparameters() -> None:
     assert (s.cluster.eps, s.model.num_parts) == (0.7, 7)
     assert (m.optim.backbone_lr_mult, s.optim.backbone_lr_mult, m.optim.warmup_iters) == (1.0, 1.0, 0)
     assert preset_config("synthetic").optim.backbone_lr_mult == 0.1  # a converged zoo trunk: a tenth of the rate
+    # the product presets train with PPLR's soft triplet; the paper presets reproduce the paper's Eq. 16 without it
+    assert preset_config("synthetic").loss.soft_triplet and preset_config("folder").loss.soft_triplet
+    assert not (m.loss.soft_triplet or s.loss.soft_triplet or preset_config("smoke").loss.soft_triplet)
 
 
 @pytest.mark.parametrize("flag,ann", _field_flags(TrainConfig), ids=[f for f, _ in _field_flags(TrainConfig)])

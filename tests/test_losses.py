@@ -449,8 +449,8 @@ def test_soft_triplet_switch_changes_the_total() -> None:
 def test_soft_triplet_flag_reaches_the_terms_and_keeps_old_fingerprints() -> None:
     from training.config import preset_config
 
-    base = preset_config("synthetic")
-    assert not base.loss.terms().soft_triplet
+    base = preset_config("synthetic", {"loss": {"soft_triplet": False}})  # the paper's Eq. 16
+    assert not base.loss.terms().soft_triplet and preset_config("synthetic").loss.terms().soft_triplet
     on = preset_config("synthetic", {"loss": {"soft_triplet": True, "lambda_soft_triplet": 0.5}})
     assert on.loss.terms().soft_triplet and on.loss.terms().lambda_soft_triplet == 0.5
     recorded = base.fingerprint_dict()["loss"]  # runs recorded before the switch existed keep their fingerprint
