@@ -31,6 +31,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from serving.app.demo import build_demo  # noqa: E402
+from serving.app.hygiene import DEFAULT_CACHE_MINUTES, GradioHygiene  # noqa: E402
 from serving.app.memory import (  # noqa: E402
     DEFAULT_ARENAS,
     DEFAULT_TRIM_SECONDS,
@@ -212,18 +213,23 @@ opens a session per call, so the app's memory grew with every search until that 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            block: bool = True, quiet: bool = False, auth: tuple[str, str] | None = None,
-           max_sessions: int = MAX_SESSIONS) -> str:
+           max_sessions: int = MAX_SESSIONS, cache_minutes: float = DEFAULT_CACHE_MINUTES) -> str:
     """Serve ``demo``; returns the local URL (``block=False`` returns at once; stop with ``demo.close()``).
     ``auth`` = (user, password) requires a login for the page, the API and the files. ``max_sessions``: how many
-    sessions' values Gradio keeps in memory (the oldest are dropped; the app keeps no per-session state)."""
+    sessions' values Gradio keeps in memory (the oldest are dropped; the app keeps no per-session state).
+    ``cache_minutes``: how long the files Gradio writes (uploads, rendered tiles) are kept (0 = never removed);
+    what Gradio's queue keeps of finished calls is dropped too (:class:`serving.app.hygiene.GradioHygiene`,
+    ``demo.scwm_hygiene``)."""
     if max_sessions < 1:
         raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+    hygiene = GradioHygiene(cache_minutes)
+    demo.scwm_hygiene = hygiene  # type: ignore[attr-defined]
     theme = gr.themes.Soft(primary_hue="indigo", secondary_hue="emerald", neutral_hue="slate")
     allowed, blocked = sync_served_paths(demo)
     _, url, _ = demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
                             quiet=quiet, theme=theme, css=CSS, allowed_paths=allowed, blocked_paths=blocked,
                             max_file_size=MAX_UPLOAD_BYTES, auth=auth, footer_links=[], show_error=False,
-                            state_session_capacity=max_sessions)
+                            state_session_capacity=max_sessions, app_kwargs={"lifespan": hygiene.lifespan})
     sync_served_paths(demo)  # launch() takes $GRADIO_ALLOWED_PATHS instead of an empty list: ours win
     return url
 
@@ -295,9 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--malloc-trim-seconds", type=float, default=DEFAULT_TRIM_SECONDS,
                     help="after a search, give free heap memory back to the system at most this often (glibc "
                          "malloc_trim; 0 = never) (default: %(default)s)")
+    ap.add_argument("--cache-minutes", type=float, default=DEFAULT_CACHE_MINUTES,
+                    help="remove the files Gradio wrote (uploads, rendered tiles) this long after they were last "
+                         "written, and all of them when the app stops (0 = never remove them) (default: %(default)s)")
     args = ap.parse_args(argv)
     if not args.malloc_trim_seconds >= 0:
         ap.error(f"--malloc-trim-seconds must be >= 0, got {args.malloc_trim_seconds}")
+    if not args.cache_minutes >= 0:
+        ap.error(f"--cache-minutes must be >= 0, got {args.cache_minutes}")
     if args.max_sessions < 1:
         ap.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
     if args.malloc_arenas < 0:
@@ -320,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"serving {state.retriever!r}")
     freeze_startup_objects()  # the trimmer's collections then walk only what requests create
     try:
-        launch(demo, args.host, args.port, args.share, auth=auth, max_sessions=args.max_sessions)
+        launch(demo, args.host, args.port, args.share, auth=auth, max_sessions=args.max_sessions,
+               cache_minutes=args.cache_minutes)
     except OSError as exc:
         print(f"error: cannot start the server on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

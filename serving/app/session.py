@@ -37,7 +37,7 @@ from serving.retriever import Hit, Retriever
 
 __all__ = ["MAX_PIXELS", "DEMO_INDEX_DIR", "TILE_HEIGHT", "QUERY_HEIGHT", "AppState", "SearchResult", "run_search",
            "header", "panels", "check_image", "exclude_junk", "dataset_roots", "example_queries", "ParseCache",
-           "served_paths"]
+           "compact_labels", "served_paths"]
 
 log = logging.getLogger("scwm.app")
 DEMO_INDEX_DIR = Path("exports/demo/index")
@@ -95,8 +95,16 @@ def example_queries(items: Sequence[dict[str, Any]], n: int = 8) -> list[Path]:
     return [distinct[i] for i in idx if distinct[i].is_file()]
 
 
+def compact_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as uint8 when every value fits: the model's argmax gives int64, 8 bytes a pixel, and the
+    :class:`ParseCache` of a long-lived app holds thousands of maps (4,096 x 33 KB = 134 MB, issue 21)."""
+    if labels.dtype != np.uint8 and labels.size and 0 <= labels.min() and labels.max() <= 255:
+        return labels.astype(np.uint8)
+    return labels
+
+
 class ParseCache:
-    """Bounded cache of gallery part label maps (by item id), parsed in batches."""
+    """Bounded cache of gallery part label maps (by item id, stored as :func:`compact_labels`), parsed in batches."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
@@ -111,7 +119,7 @@ class ParseCache:
         todo = [i for i, h in enumerate(hits) if h.item_id not in cached]
         if todo:
             for i, labels in zip(todo, retriever.parse_batch([images[i] for i in todo]), strict=True):
-                cached[hits[i].item_id] = labels
+                cached[hits[i].item_id] = compact_labels(labels)
             with self._lock:
                 for i in todo:
                     self._data[hits[i].item_id] = cached[hits[i].item_id]
