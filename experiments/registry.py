@@ -120,6 +120,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                {"cluster.part_source": "none", "loss.nce_parts": False, "loss.separation": False,
                 "loss.part_classification": False, "loss.nce_weighted": False, "loss.memory_update": "hardest",
                 "loss.soft_triplet": True}),
+    # Where SCWM + triplet loses to the global-only peer + triplet: the two differ in the memory (weighted update
+    # and wNCE vs hardest update and ClusterNCE) and in the part terms; each row below swaps one of the two.
+    Experiment("triplet-scwm-cc-memory", "triplet", "SCWM's part terms + Cluster Contrast's memory + soft triplet",
+               {"loss.nce_weighted": False, "loss.memory_update": "hardest", "loss.soft_triplet": True}),
+    Experiment("triplet-cc-weighted-memory", "triplet", "global-only + SCWM's weighted memory and wNCE + soft triplet",
+               {"cluster.part_source": "none", "loss.nce_parts": False, "loss.separation": False,
+                "loss.part_classification": False, "loss.soft_triplet": True}),
 )
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
 
