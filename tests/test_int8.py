@@ -420,3 +420,13 @@ def test_export_cli_writes_the_int8_sibling_unless_told_not_to(
     asked = tmp_path / "asked"
     assert ex.main(["--checkpoint", str(ckpt), "--out", str(asked / "model.onnx"), "--int8", "static"]) == 1
     assert "int8-static.onnx does not match PyTorch" in capsys.readouterr().err and not any(asked.glob("*"))
+
+
+def test_default_export_map_benchmark_names_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import bench_int8_default
+
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        bench_int8_default.main(["--export-dir", str(tmp_path), "--checkpoint", "x.pt", "--data", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert str(tmp_path / "model.int8-static.onnx") in err and str(tmp_path / "model.onnx,") not in err
