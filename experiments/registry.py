@@ -127,6 +127,15 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("triplet-cc-weighted-memory", "triplet", "global-only + SCWM's weighted memory and wNCE + soft triplet",
                {"cluster.part_source": "none", "loss.nce_parts": False, "loss.separation": False,
                 "loss.part_classification": False, "loss.soft_triplet": True}),
+    # Which of SCWM's part terms carries that cost: SCWM + soft triplet with one part term switched off.
+    Experiment("triplet-scwm-no-separation", "triplet", "SCWM + soft triplet, without the part separation loss",
+               {"loss.separation": False, "loss.soft_triplet": True}),
+    Experiment("triplet-scwm-no-parsing", "triplet", "SCWM + soft triplet, without the parsing and diversity losses",
+               {"loss.parsing": False, "loss.diversity": False, "loss.soft_triplet": True}),
+    Experiment("triplet-scwm-no-part-classification", "triplet", "SCWM + soft triplet, without part classification",
+               {"loss.part_classification": False, "loss.soft_triplet": True}),
+    Experiment("triplet-scwm-no-part-memory", "triplet", "SCWM + soft triplet, wNCE on the global feature only",
+               {"loss.nce_parts": False, "loss.soft_triplet": True}),
 )
 BY_NAME: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS}
 
