@@ -37,7 +37,8 @@ def _field_help(flag: str) -> str | None:
     section, name = flag.split(".")
     sub = TrainConfig.model_fields[section].annotation
     desc = sub.model_fields[name].description if sub is not None else None
-    return " ".join(desc.split()) if desc else None
+    # argparse %-formats help strings: a literal "%" in a docstring (e.g. "from 1%") must be escaped.
+    return " ".join(desc.split()).replace("%", "%%") if desc else None
 
 
 def _parse_bool(text: str) -> bool:
