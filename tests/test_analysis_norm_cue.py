@@ -12,6 +12,8 @@ from torch import nn
 from experiments.analyses.norm_cue import cue_stats, main
 from scwm.data.synthetic import generate
 from scwm.models import ModelSpec, save_checkpoint
+from scwm.parsing import norm_cue_cells, within_position_auc
+from scwm.parsing.cues import background_model_distance, position_normalized_norm
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +74,22 @@ def test_cli_writes_json_and_markdown(tiny: Path, tmp_path: Path) -> None:
     assert "| tiny | 10 | 64x32 | 4x2 |" in (tmp_path / "r.md").read_text()
     with pytest.raises(SystemExit, match="--sizes"):
         main(["--sizes", "64-32"])
+
+
+def test_position_free_alternatives_are_reported(tiny: Path) -> None:
+    """A fixed profile gives the position-free cues nothing (AUC 0.5); on a content map the norm over its
+    leave-one-out position mean ranks cells at each position exactly as the norm does."""
+    batches = _batches(tiny)
+    fmaps = torch.cat([_FixedMap(positional=True)(b["image"]).feature_map for b in batches])
+    cams = torch.cat([b["camid"] for b in batches])
+    torch.testing.assert_close(position_normalized_norm(fmaps), torch.ones(fmaps.shape[0], *fmaps.shape[2:]))
+    torch.testing.assert_close(background_model_distance(fmaps, cams), torch.zeros(fmaps.shape[0], *fmaps.shape[2:]))
+    # constant cues carry no signal; float rounding of the constants may break ties either way
+    alt = cue_stats(_FixedMap(positional=True), batches, (0, 8, 16))["alternatives"]
+    assert set(alt) == {"norm_over_position_mean", "background_model_camera", "background_model_all"}
+    content = _FixedMap(positional=False)
+    fmaps = torch.cat([content(b["image"]).feature_map for b in batches])
+    body = torch.cat([norm_cue_cells(content(b["image"]).feature_map, b["mask"])[1] for b in batches])
+    s = cue_stats(content, batches, (0, 8, 16))
+    assert s["alternatives"]["norm_over_position_mean"]["within_position_auc"] == pytest.approx(
+        within_position_auc(fmaps.norm(dim=1), body)[0])

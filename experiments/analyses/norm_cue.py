@@ -34,8 +34,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
-from scwm.models import load_model
+from scwm.models import CheckpointError, load_model
 from scwm.parsing import binary_auc, norm_cue_cells, within_position_auc
+from scwm.parsing.cues import background_model_distance, position_normalized_norm
 from scwm.utils import atomic_write_bytes, atomic_write_json
 from training.datasets import ensure_synthetic
 
@@ -46,12 +47,21 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
+def alternative_cues(fmaps: torch.Tensor, cameras: torch.Tensor, body: torch.Tensor) -> dict:
+    """Pooled and within-position AUC of the position-free cues of :mod:`scwm.parsing.cues`."""
+    cues = {"norm_over_position_mean": position_normalized_norm(fmaps),
+            "background_model_camera": background_model_distance(fmaps, cameras),
+            "background_model_all": background_model_distance(fmaps)}
+    return {name: {"auc": binary_auc(v, body), "within_position_auc": within_position_auc(v, body)[0]}
+            for name, v in cues.items()}
+
+
 def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...]) -> dict:
     """Pooled AUC, within-position AUC and mean max-normalized norm map for each horizontal roll (pixels)."""
     out: dict = {}
     maps: dict[int, torch.Tensor] = {}
     for r in rolls:
-        norms, body = [], []
+        norms, body, fmaps = [], [], []
         with torch.no_grad():
             for b in batches:
                 x, m = torch.roll(b["image"], r, dims=-1), torch.roll(b["mask"], r, dims=-1)
@@ -59,7 +69,11 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
                 n, y = norm_cue_cells(fmap, m)
                 norms.append(n)
                 body.append(y)
+                if r == rolls[0]:
+                    fmaps.append(fmap.float())
         nrm, y = torch.cat(norms), torch.cat(body)
+        if fmaps:
+            out["alternatives"] = alternative_cues(torch.cat(fmaps), torch.cat([b["camid"] for b in batches]), y)
         within, positions = within_position_auc(nrm, y)
         maps[r] = nrm.mean(0)
         out[r] = {"auc": binary_auc(nrm, y), "within_position_auc": within, "positions": positions,
@@ -72,6 +86,18 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
         out[r]["corr_content"] = _corr(maps[r], torch.roll(maps[rolls[0]], shift, dims=-1))
     out["feature_map"] = [h, w]
     return out
+
+
+def _feature_model(path: str) -> torch.nn.Module:
+    """A trained scwm checkpoint, or any initial-weights file (e.g. the model-zoo backbone) in the default model."""
+    try:
+        return load_model(path)[0].eval()
+    except CheckpointError:
+        from training.config import preset_config
+        from training.model_init import build_model
+
+        cfg = preset_config("synthetic", {"model": {"weights": path}, "data": {"num_workers": 0}})
+        return build_model(cfg, torch.device("cpu")).eval()
 
 
 def run(checkpoints: list[str], presets: list[str], sizes: list[tuple[int, int]], max_images: int,
@@ -89,7 +115,7 @@ def run(checkpoints: list[str], presets: list[str], sizes: list[tuple[int, int]]
             batches = [b for b in loader if b is not None]
             rolls = (0, size[1] // 4, size[1] // 2)
             for ck in checkpoints:
-                model, _ = load_model(ck)
+                model = _feature_model(ck)
                 rows.append({"checkpoint": ck, "preset": preset, "input": list(size), "images": len(records),
                              "rolls": list(rolls), "stats": cue_stats(model, batches, rolls)})
     return rows
@@ -118,6 +144,21 @@ def to_markdown(rows: list[dict], command: str) -> str:
             f"{row['input'][0]}x{row['input'][1]} | {h}x{w} | "
             f"{s[r0]['auc']:.3f} | {s[r0]['within_position_auc']:.3f} ({s[r0]['positions']}) | {s[r1]['auc']:.3f} | "
             f"{s[r2]['auc']:.3f} | {s[r2]['corr_position']:.2f} | {s[r2]['corr_content']:.2f} | {prof} |")
+    lines += ["", "### Position-free alternatives to the norm (`scwm/parsing/cues.py`), same images, no roll", "",
+              "Each compares a cell only with the cells at the same grid position in the other images: the norm "
+              "over the mean norm there; the cosine distance to a background model (the mean normalised feature "
+              "there over the other images of the same camera, or of all images). AUC pooled / within position. "
+              "Only the within-position AUC is content: the pooled AUC of a distance also rewards the positions "
+              "where the images differ most from each other, a spatial profile of its own.",
+              "", "| checkpoint | target | input | norm / position mean | background model, per camera "
+              "| background model, all images |", "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        alt = row["stats"].get("alternatives")
+        if alt is None:
+            continue
+        cells = " | ".join(f"{alt[k]['auc']:.3f} / {alt[k]['within_position_auc']:.3f}" for k in
+                           ("norm_over_position_mean", "background_model_camera", "background_model_all"))
+        lines.append(f"| `{row['checkpoint']}` | {row['preset']} | {row['input'][0]}x{row['input'][1]} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

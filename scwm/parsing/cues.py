@@ -1,0 +1,68 @@
+"""Alternative foreground cues for step 1 of cascaded clustering (Sec. 3.2), measured against the feature norm.
+
+Step 1 of ISP's cascaded clustering, which SCWM's SCC keeps, calls a feature cell foreground when its norm is
+large. On our backbones that norm is mostly a fixed spatial profile (``docs/bench/norm_cue.md``): the cells at
+the image centre are "foreground" whatever the image shows. The two cues below remove position by construction:
+each compares a cell only with the cells at the **same grid position** in the other images.
+
+* :func:`position_normalized_norm`: the norm divided by the mean norm at that position over the other images
+  (the norm's content part, its positional profile divided out).
+* :func:`background_model_distance`: the cosine distance of the cell's feature to a background model, the mean
+  L2-normalised feature at that position over the other images of the same camera (or of all images). It is the
+  classical background-subtraction idea of fixed surveillance cameras, with only what unsupervised re-ID has:
+  images and camera ids. A pedestrian is what differs from what this camera usually shows at that place.
+
+Both are leave-one-out (the image itself is not in its own reference), pure and vectorised over the batch. They
+are diagnostics beside the paper's cue, not SCC's default (issue "Parts that look like body parts").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _leave_one_out_group_mean(values: Tensor, groups: Tensor) -> Tensor:
+    """Mean of ``values (N, ...)`` over the other members of each row's group, ``(N, ...)``.
+
+    A row alone in its group gets the mean over all other rows instead (nothing else to compare with)."""
+    n = values.shape[0]
+    if n < 2:
+        raise ValueError("a leave-one-out reference needs at least 2 images")
+    groups = torch.as_tensor(groups, device=values.device).long().flatten()
+    if groups.numel() != n:
+        raise ValueError(f"groups must have one entry per image: {groups.numel()} vs {n}")
+    _, inverse = torch.unique(groups, return_inverse=True)
+    k = int(inverse.max()) + 1
+    sums = torch.zeros((k, *values.shape[1:]), dtype=values.dtype, device=values.device)
+    sums.index_add_(0, inverse, values)
+    counts = torch.bincount(inverse, minlength=k).to(values.dtype)
+    own_sum, own_count = sums[inverse], counts[inverse].view(n, *([1] * (values.dim() - 1)))
+    alone = own_count <= 1
+    group_mean = (own_sum - values) / (own_count - 1).clamp_min(1)
+    all_mean = (values.sum(0, keepdim=True) - values) / (n - 1)
+    return torch.where(alone, all_mean, group_mean)
+
+
+def position_normalized_norm(feature_maps: Tensor) -> Tensor:
+    """Per cell ``(N, h, w)``: ``||f_i(p)|| / mean_{j != i} ||f_j(p)||`` for the feature maps ``(N, C, h, w)``.
+
+    The ratio to the mean norm of the other images at the same position ``p``: 1 everywhere for a purely
+    positional norm profile, larger where this image responds more than the others do at that place."""
+    if feature_maps.dim() != 4:
+        raise ValueError(f"feature_maps must be (N, C, h, w), got {tuple(feature_maps.shape)}")
+    norms = feature_maps.float().norm(dim=1)
+    ref = _leave_one_out_group_mean(norms, torch.zeros(norms.shape[0], dtype=torch.long))
+    return norms / ref.clamp_min(1e-12)
+
+
+def background_model_distance(feature_maps: Tensor, cameras: Tensor | None = None) -> Tensor:
+    """Per cell ``(N, h, w)``: ``1 - cos(f_i(p), b(p))``, where the background model ``b(p)`` is the mean
+    L2-normalised feature at position ``p`` over the other images of the same camera (``cameras (N,)``) or of
+    all images (``cameras=None``). 0 = the cell looks like what this camera usually shows there; up to 2."""
+    if feature_maps.dim() != 4:
+        raise ValueError(f"feature_maps must be (N, C, h, w), got {tuple(feature_maps.shape)}")
+    unit = torch.nn.functional.normalize(feature_maps.float(), dim=1)
+    groups = torch.zeros(unit.shape[0], dtype=torch.long) if cameras is None else cameras
+    model = torch.nn.functional.normalize(_leave_one_out_group_mean(unit, groups), dim=1)
+    return 1.0 - (unit * model).sum(1)

@@ -1,0 +1,76 @@
+"""The alternative foreground cues (scwm/parsing/cues.py): against a per-image loop, and on a scene where the
+feature norm is positional but the background model is not."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scwm.parsing import binary_auc, within_position_auc
+from scwm.parsing.cues import background_model_distance, position_normalized_norm
+
+
+def _loop_background_distance(fmap: torch.Tensor, cams: list[int] | None) -> torch.Tensor:
+    n = fmap.shape[0]
+    cams = cams or [0] * n
+    out = torch.empty(n, *fmap.shape[2:])
+    for i in range(n):
+        same = [j for j in range(n) if j != i and cams[j] == cams[i]] or [j for j in range(n) if j != i]
+        for y in range(fmap.shape[2]):
+            for x in range(fmap.shape[3]):
+                ref = sum(fmap[j, :, y, x] / fmap[j, :, y, x].norm() for j in same) / len(same)
+                v = fmap[i, :, y, x]
+                out[i, y, x] = 1 - float(v @ ref) / float(v.norm() * ref.norm())
+    return out
+
+
+def test_background_distance_matches_loop() -> None:
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn(7, 5, 3, 2, generator=g)
+    cams = [0, 0, 1, 1, 1, 2, 0]  # camera 2 has one image: it falls back to all other images
+    got = background_model_distance(fmap, torch.tensor(cams))
+    torch.testing.assert_close(got, _loop_background_distance(fmap, cams), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(background_model_distance(fmap), _loop_background_distance(fmap, None),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_position_normalized_norm_matches_loop() -> None:
+    fmap = torch.randn(5, 4, 2, 3, generator=torch.Generator().manual_seed(1))
+    norms = fmap.norm(dim=1)
+    want = torch.stack([norms[i] / torch.cat([norms[:i], norms[i + 1:]]).mean(0) for i in range(5)])
+    torch.testing.assert_close(position_normalized_norm(fmap), want)
+
+
+def test_cues_remove_a_positional_norm_profile() -> None:
+    """Background cells of each camera share one direction per position; body cells are random; the norm is a
+    fixed centre-high profile whatever the cell shows: the norm ranks by position, the background model by
+    content."""
+    g = torch.Generator().manual_seed(2)
+    n, c, h, w = 120, 16, 6, 4
+    cams = torch.arange(n) % 3
+    backdrop = torch.nn.functional.normalize(torch.randn(3, c, h, w, generator=g), dim=1)
+    unit = backdrop[cams] + 0.3 * torch.randn(n, c, h, w, generator=g)
+    body = torch.zeros(n, h, w, dtype=torch.bool)
+    cols = torch.randint(0, w - 1, (n,), generator=g)  # a 2-column person at a random place
+    body[torch.arange(n), :, cols] = True
+    body[torch.arange(n), :, cols + 1] = True
+    unit = torch.where(body[:, None], torch.randn(n, c, h, w, generator=g), unit)
+    profile = torch.tensor([1.0, 3.0, 3.0, 1.0]).view(1, 1, 1, w).expand(n, 1, h, w)
+    fmap = torch.nn.functional.normalize(unit, dim=1) * profile
+    norm_auc_within, _ = within_position_auc(fmap.norm(dim=1), body)
+    assert norm_auc_within == pytest.approx(0.5, abs=0.05)  # the norm knows only the position (rounding ranks)
+    assert binary_auc(position_normalized_norm(fmap), body) == pytest.approx(0.5, abs=0.05)
+    cam_dist = background_model_distance(fmap, cams)
+    assert binary_auc(cam_dist, body) > 0.95
+    assert within_position_auc(cam_dist, body)[0] > 0.95
+    # without camera ids the three backdrops average out: weaker, still above chance
+    assert 0.6 < binary_auc(background_model_distance(fmap), body) < binary_auc(cam_dist, body)
+
+
+def test_cues_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="N, C, h, w"):
+        background_model_distance(torch.zeros(3, 4, 5))
+    with pytest.raises(ValueError, match="one entry per image"):
+        background_model_distance(torch.randn(3, 2, 2, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="at least 2"):
+        position_normalized_norm(torch.randn(1, 2, 2, 2))
