@@ -134,6 +134,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                {"loss.parsing": False, "loss.diversity": False, "loss.soft_triplet": True}),
     Experiment("triplet-scwm-no-part-classification", "triplet", "SCWM + soft triplet, without part classification",
                {"loss.part_classification": False, "loss.soft_triplet": True}),
+    # The triplet's input: PPLR's BN-neck output (above) or the L2-normalised feature that memory and retrieval use.
+    Experiment("triplet-scwm-normalized", "triplet", "SCWM + soft triplet on the L2-normalised global feature",
+               {"loss.soft_triplet": True, "loss.soft_triplet_normalized": True}),
     Experiment("triplet-scwm-no-part-memory", "triplet", "SCWM + soft triplet, wNCE on the global feature only",
                {"loss.nce_parts": False, "loss.soft_triplet": True}),
 )

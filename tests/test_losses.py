@@ -438,6 +438,11 @@ def test_soft_triplet_switch_changes_the_total() -> None:
     emb = torch.randn(B, 7, dtype=DT, generator=torch.Generator().manual_seed(5)) * 4
     _, terms3 = total_loss(LossTerms(soft_triplet=True), embeddings=emb, **kw3)
     assert torch.allclose(terms3["soft_triplet"], soft_triplet_loss(emb, kw["labels"]))
+    # soft_triplet_normalized: the L2-normalised global features again, whatever embeddings are given
+    kw5, _ = _total_inputs()
+    _, terms5 = total_loss(LossTerms(soft_triplet=True, soft_triplet_normalized=True), embeddings=emb, **kw5)
+    assert torch.allclose(terms5["soft_triplet"], expected)
+    assert not torch.allclose(terms5["soft_triplet"], terms3["soft_triplet"])
     # only the triplet: the total is that term alone
     kw4, _ = _total_inputs()
     only = LossTerms(nce=False, separation=False, parsing=False, diversity=False, part_classification=False,
@@ -456,5 +461,8 @@ def test_soft_triplet_flag_reaches_the_terms_and_keeps_old_fingerprints() -> Non
     recorded = base.fingerprint_dict()["loss"]  # runs recorded before the switch existed keep their fingerprint
     assert "soft_triplet" not in recorded and "lambda_soft_triplet" not in recorded
     assert on.fingerprint() != base.fingerprint()
+    normed = preset_config("synthetic", {"loss": {"soft_triplet_normalized": True}})
+    assert normed.loss.terms().soft_triplet_normalized and not on.loss.terms().soft_triplet_normalized
+    assert "soft_triplet_normalized" not in preset_config("synthetic").fingerprint_dict()["loss"]
     stripes = preset_config("synthetic", {"cluster": {"part_source": "stripes"}, "loss": {"soft_triplet": True}})
     assert stripes.loss.terms(parts_learned=stripes.uses_parsing).soft_triplet

@@ -220,6 +220,9 @@ class LossConfig(_Section):
     soft_triplet: bool = Field(False, json_schema_extra={"legacy_value": False})
     """Add PPLR's batch-hard soft-triplet term (margin 0, Euclidean, on the global BN-neck output before L2
     normalisation, as PPLR) to the objective: part of the PPLR-style baseline, not of SCWM's Eq. 16."""
+    soft_triplet_normalized: bool = Field(False, json_schema_extra={"legacy_value": False})
+    """Compute the soft-triplet term on the L2-normalised global feature (the one the memory and retrieval use;
+    distances in [0, 2]) instead of PPLR's BN-neck output before normalisation."""
     lambda_soft_triplet: float = Field(1.0, ge=0, json_schema_extra={"legacy_value": 1.0})
     """Weight of the soft-triplet term when ``soft_triplet`` is on (PPLR: 1)."""
     memory_update: Literal["average", "hardest", "weighted"] = "weighted"

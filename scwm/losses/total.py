@@ -21,7 +21,8 @@ class LossTerms:
     ``nce_weighted=False`` gives Cluster Contrast's plain ClusterNCE instead of wNCE (Eq. 10);
     ``nce_parts=False`` keeps only the global contrastive term; ``nce_literal`` is Eq. 10 as printed;
     ``diversity_sum`` is Eq. 5 as printed (sum over pixels instead of the pixel mean). ``soft_triplet`` adds
-    PPLR's batch-hard soft-triplet term on the global embedding (not part of Eq. 16; off by default). ``tau=None``
+    PPLR's batch-hard soft-triplet term on the global embedding (not part of Eq. 16; off by default), on the
+    L2-normalised global feature instead of the BN-neck output with ``soft_triplet_normalized``. ``tau=None``
     uses the memory's. The trainer's ``training.config.LossConfig`` exposes the switches under the same names.
     """
 
@@ -36,6 +37,7 @@ class LossTerms:
     diversity_sum: bool = False
     diversity_include_background: bool = True
     soft_triplet: bool = False
+    soft_triplet_normalized: bool = False
     beta: float = 0.35
     tau: float | None = None
     lambda_nce: float = 1.0
@@ -123,7 +125,8 @@ def total_loss(
         )
         weights["id"] = config.lambda_id
     if config.soft_triplet:
-        terms["soft_triplet"] = soft_triplet_loss(global_feats if embeddings is None else embeddings, labels)
+        on = global_feats if embeddings is None or config.soft_triplet_normalized else embeddings
+        terms["soft_triplet"] = soft_triplet_loss(on, labels)
         weights["soft_triplet"] = config.lambda_soft_triplet
     total = global_feats.sum() * 0.0
     for name, value in terms.items():
