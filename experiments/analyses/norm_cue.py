@@ -156,8 +156,7 @@ def to_markdown(rows: list[dict], command: str) -> str:
         alt = row["stats"].get("alternatives")
         if alt is None:
             continue
-        cells = " | ".join(f"{alt[k]['auc']:.3f} / {alt[k]['within_position_auc']:.3f}" for k in
-                           ("norm_over_position_mean", "background_model_camera", "background_model_all"))
+        cells = " | ".join(f"{v['auc']:.3f} / {v['within_position_auc']:.3f}" for v in alt.values())  # column order
         lines.append(f"| `{row['checkpoint']}` | {row['preset']} | {row['input'][0]}x{row['input'][1]} | {cells} |")
     return "\n".join(lines) + "\n"
 
