@@ -139,6 +139,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                {"loss.soft_triplet": True, "loss.soft_triplet_normalized": True}),
     Experiment("triplet-scwm-no-part-memory", "triplet", "SCWM + soft triplet, wNCE on the global feature only",
                {"loss.nce_parts": False, "loss.soft_triplet": True}),
+    # Part classification without Eq. 14's distillation of the part predictions into the global label.
+    Experiment("triplet-scwm-beta1", "triplet", "SCWM + soft triplet, no part-to-global distillation (beta = 1)",
+               {"loss.beta": 1.0, "loss.soft_triplet": True}),
     # Whether the pseudo masks' quality carries the gap: the same run on the synthetic ground-truth part masks.
     Experiment("triplet-scwm-oracle", "triplet", "SCWM + soft triplet on ground-truth part masks (oracle)",
                {"cluster.part_source": "gt", "loss.soft_triplet": True}),
