@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from experiments.analyses import feature_model
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
-from scwm.models import CheckpointError, load_model
 from scwm.parsing import binary_auc, norm_cue_cells, within_position_auc
 from scwm.parsing.cues import background_model_distance, position_normalized_norm
 from scwm.utils import atomic_write_bytes, atomic_write_json
@@ -88,18 +88,6 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
     return out
 
 
-def _feature_model(path: str) -> torch.nn.Module:
-    """A trained scwm checkpoint, or any initial-weights file (e.g. the model-zoo backbone) in the default model."""
-    try:
-        return load_model(path)[0].eval()
-    except CheckpointError:
-        from training.config import preset_config
-        from training.model_init import build_model
-
-        cfg = preset_config("synthetic", {"model": {"weights": path}, "data": {"num_workers": 0}})
-        return build_model(cfg, torch.device("cpu")).eval()
-
-
 def run(checkpoints: list[str], presets: list[str], sizes: list[tuple[int, int]], max_images: int,
         data_dir: str) -> list[dict]:
     rows = []
@@ -115,7 +103,7 @@ def run(checkpoints: list[str], presets: list[str], sizes: list[tuple[int, int]]
             batches = [b for b in loader if b is not None]
             rolls = (0, size[1] // 4, size[1] // 2)
             for ck in checkpoints:
-                model = _feature_model(ck)
+                model = feature_model(ck)[0]
                 rows.append({"checkpoint": ck, "preset": preset, "input": list(size), "images": len(records),
                              "rolls": list(rolls), "stats": cue_stats(model, batches, rolls)})
     return rows

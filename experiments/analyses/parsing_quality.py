@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from experiments.analyses import feature_model
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
-from scwm.models import load_model
 from scwm.parsing import (
     NUM_GT_LABELS,
     ParsingConfusion,
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         sizes.append((hh, ww))
     results = {}
     for ckpt in args.checkpoint:
-        model, spec = load_model(ckpt)
+        model, spec = feature_model(ckpt)
         args.current_checkpoint = ckpt
         for preset in args.presets:
             for hh, ww in sizes or [(spec.height, spec.width)]:
