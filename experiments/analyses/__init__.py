@@ -22,31 +22,26 @@ def trained_models(runs: str | Path, experiments: Sequence[str],
 
 
 def feature_model(path: str | Path) -> tuple[Any, Any]:
-    """``(model in eval mode, ModelSpec)`` of a trained scwm checkpoint, or of any initial-weights file (the
-    model-zoo backbone, a source-pretraining output) in the ``synthetic`` preset's model with a fresh part branch
-    (feature-map analyses read only the trunk)."""
-    import torch
-
-    from scwm.models import CheckpointError, load_model
+    """``(model in eval mode, ModelSpec)`` of a trained scwm checkpoint, or of an initial-weights file in a
+    fresh network: a model-zoo file in the shape its spec names, bare backbone weights in the ``synthetic``
+    preset's shape. The part branch is then untrained (feature-map analyses read only the trunk)."""
+    from scwm.models import CheckpointError, ModelSpec, load_model
     from scwm.models.checkpoint import read_checkpoint
+    from training.config import preset_config
+    from training.model_init import load_initial_weights, model_spec
+    from training.zoo import ZOO_FORMAT
 
     try:
+        stored = read_checkpoint(path)
+    except CheckpointError:  # not an scwm file: backbone weights of another format
+        stored = None
+    if stored is not None and stored.get("format") != ZOO_FORMAT:
         model, spec = load_model(path)
         return model.eval(), spec
-    except CheckpointError:
-        from training.config import preset_config
-        from training.model_init import build_model, model_spec
-
-        overrides: dict[str, dict[str, Any]] = {"model": {"weights": str(path)}, "data": {"num_workers": 0}}
-        try:  # a zoo file names its backbone and input size; a bare backbone state dict takes the preset's
-            stored = read_checkpoint(path)["spec"]
-        except CheckpointError:
-            stored = {}
-        for section, key in (("model", "backbone"), ("model", "num_parts"), ("data", "height"), ("data", "width")):
-            if key in stored:
-                overrides[section][key] = stored[key]
-        cfg = preset_config("synthetic", overrides)
-        return build_model(cfg, torch.device("cpu")).eval(), model_spec(cfg)
+    spec = ModelSpec.from_dict(stored["spec"]) if stored is not None else model_spec(preset_config("synthetic"))
+    model = spec.build()
+    load_initial_weights(model, Path(path))
+    return model.eval(), spec
 
 
 def write_outputs(results: dict[str, Any], out: str | Path, markdown: str | Path, text: str) -> None:
