@@ -72,6 +72,22 @@ def _try_lock(fd: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` (created if missing) for the ``with`` body,
+    waiting for any other holder: concurrent processes (DDP ranks, parallel experiments) that would build
+    the same file or folder run one after the other. Without ``flock`` (not POSIX) nothing is locked."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _is_stale_temp(path: Path) -> bool:
     """A temporary file of :func:`atomic_path` whose writer is gone: no process holds its lock and it is
     older than :data:`STALE_TEMP_AGE` (the age covers the instant between its creation and its locking).

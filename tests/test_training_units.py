@@ -179,6 +179,25 @@ def test_ensure_synthetic_warns_about_a_stale_world(tmp_path, caplog) -> None:
     assert len(msgs) == 1 and "track_background" in msgs[0] and str(knob) in msgs[0]
 
 
+def test_ensure_synthetic_waits_for_a_concurrent_generation(tmp_path) -> None:
+    """Parallel experiments share one data root: a second caller waits on the lock next to the root (here
+    held by the test) instead of clearing and writing the folder another process is generating."""
+    import threading
+
+    from scwm.utils import exclusive_lock
+    from training.datasets import ensure_synthetic
+
+    root = tmp_path / "tiny-seed0"
+    done: list[object] = []
+    with exclusive_lock(tmp_path / ".tiny-seed0.lock"):
+        t = threading.Thread(target=lambda: done.append(ensure_synthetic(root, "tiny", 0, progress=False)))
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive() and not root.exists()  # waiting, nothing written
+    t.join(timeout=120)
+    assert done == [root] and (root / "meta.json").is_file()
+
+
 def test_cpu_bf16_probe_uses_torch_then_cpuinfo(monkeypatch, tmp_path) -> None:
     import training.runtime as runtime
 

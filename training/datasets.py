@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from scwm.data import ReIDDataset, load_dataset
+from scwm.utils import exclusive_lock
 
 from .config import TrainConfig
 
@@ -14,8 +15,15 @@ log = logging.getLogger("scwm")
 
 
 def ensure_synthetic(root: str | Path, preset: str, seed: int, progress: bool = True) -> Path:
-    """Generate the synthetic dataset at ``root`` unless a complete one (meta.json) is there."""
+    """Generate the synthetic dataset at ``root`` unless a complete one (meta.json) is there. A lock file
+    next to ``root`` makes concurrent callers (parallel experiments, DDP ranks) wait for one generation
+    instead of all writing (and clearing) the same folder."""
     root = Path(root)
+    with exclusive_lock(root.parent / f".{root.name}.lock"):
+        return _ensure_synthetic_locked(root, preset, seed, progress)
+
+
+def _ensure_synthetic_locked(root: Path, preset: str, seed: int, progress: bool) -> Path:
     meta = root / "meta.json"
     if meta.is_file():
         info = json.loads(meta.read_text())

@@ -14,7 +14,6 @@ backbone goes into the zoo file. It accepts the same flags as ``training.run`` (
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import time
@@ -31,7 +30,7 @@ from scwm.data import IdentityBatchSampler, ReIDImageDataset, TrainTransform, co
 from scwm.data.records import ReIDDataset
 from scwm.losses.triplet import batch_hard_distances
 from scwm.models import ModelSpec, SCWMNet
-from scwm.utils import atomic_torch_save, seed_everything
+from scwm.utils import atomic_torch_save, exclusive_lock, seed_everything
 
 from .cli import config_from_args
 from .config import TrainConfig, off_legacy
@@ -62,12 +61,8 @@ def run_pretraining(cfg: TrainConfig, device: torch.device | None = None) -> Pat
     """
     out = pretrained_path(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return _pretrain_locked(cfg, out, device)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(out.with_suffix(".lock")):
+        return _pretrain_locked(cfg, out, device)
 
 
 _TASK_FIELDS = {"attributes": ("attributes", "attribute_weight"),
