@@ -222,28 +222,35 @@ _STRONG = "2026-12-03-strong-start.md"
 _SCHED = "2026-12-03-seeds-and-schedule.md"
 _OLD = ("; made under the defaults before 2026-12-03: to rerun, add `--model.weights pretrain --pretrain.epochs 6 "
         "--model.bn_chunks 1 --optim.iters 80 --optim.backbone_lr_mult 1` to its extra flags")
+_ZOO1 = ("; from the first model-zoo backbone (identity-only, `source` world), retired on 2026-12-04: to rerun, "
+         "`git show 18d6501:zoo/source-resnet18-128x64.pt > data/pretrained/zoo-v1.pt` and add "
+         "`--model.weights data/pretrained/zoo-v1.pt` to its extra flags")
 _FULL = ("; the trunk at the full rate, the default before the trunk-rate change of 2026-12-03: to rerun, add "
          "`--optim.backbone_lr_mult 1` to its extra flags")
 GRIDS: dict[str, Grid] = {
-    "zoo-trunk01": Grid("zoo-trunk01", "from the model-zoo backbone (docs/MODEL_ZOO.md), the pretrained trunk at a "
-                        "tenth of the rate of the new heads (`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, "
-                        "fp32, 8 x 40 iterations, evaluated every epoch (current defaults)", _STRONG,
-                        groups=("table1", "table2", "peers", "triplet")),
+    "plip": Grid("plip", "from the model-zoo backbone (docs/MODEL_ZOO.md: the PLIP analogue, "
+                 "`zoo/plip-resnet18-128x64.pt`), the pretrained trunk at a tenth of the rate of the new heads, "
+                 "BatchNorm in 4 chunks, 8 x 40 iterations (current defaults), bf16 on a CPU with AMX, evaluated "
+                 "every epoch", "2026-12-04-plip-start.md", groups=("table1", "table2", "peers", "triplet")),
+    "zoo-trunk01": Grid("zoo-trunk01", "the pretrained trunk at a tenth of the rate of the new heads "
+                        "(`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, fp32, 8 x 40 iterations, evaluated "
+                        "every epoch" + _ZOO1, _STRONG, groups=("table1", "table2", "peers", "triplet")),
     "zoo-sched": Grid("zoo-sched", "as `zoo-trunk01` with the paper's schedule (Sec. 4.2: 60 epochs, rate / 10 "
                       "every 20, mask momentum until epoch 20; AALS after 5) compressed to 8 epochs: "
-                      "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`", _SCHED,
+                      "`--optim.step_size 3 --cluster.mask_gamma_until 3 --loss.aals_start_epoch 1`" + _ZOO1, _SCHED,
                       groups=("table1", "table2", "peers", "triplet")),
-    "zoo": Grid("zoo", "from the model-zoo backbone (docs/MODEL_ZOO.md), BatchNorm in 4 chunks, fp32, 8 x 40 "
-                "iterations, evaluated every epoch" + _FULL, _STRONG, groups=("table1", "peers", "triplet")),
+    "zoo": Grid("zoo", "BatchNorm in 4 chunks, fp32, 8 x 40 iterations, evaluated every epoch" + _ZOO1 + _FULL,
+                _STRONG, groups=("table1", "peers", "triplet")),
     "zoo-bn1": Grid("zoo-bn1", "as `zoo` with BatchNorm over the whole batch (`--model.bn_chunks 1`, the default "
-                    "before 2026-12-03)" + _FULL, _STRONG, groups=("table1", "peers")),
+                    "before 2026-12-03)" + _FULL + _ZOO1, _STRONG, groups=("table1", "peers")),
     "zoo-calib": Grid("zoo-calib", "as `zoo` with the part BN necks calibrated on the target before the first "
-                      "clustering (`--model.calibrate_necks parts`)" + _FULL, _STRONG, groups=("table1", "peers")),
+                      "clustering (`--model.calibrate_necks parts`)" + _FULL + _ZOO1, _STRONG,
+                      groups=("table1", "peers")),
     "zoo-beta1": Grid("zoo-beta1", "as `zoo` with no part-guided label refinement in Eq. 14 (`--loss.beta 1`): "
-                      "diagnostic of the stripes baseline's first-epoch drop" + _FULL, _STRONG,
+                      "diagnostic of the stripes baseline's first-epoch drop" + _FULL + _ZOO1, _STRONG,
                       groups=("table1", "peers")),
     "zoo-lr-low": Grid("zoo-lr-low", "as `zoo` at a tenth of the learning rate (`--optim.lr 3.5e-5`, the anchors' "
-                       "post-epoch-20 rate): diagnostic of the first-epoch drop" + _FULL, _STRONG,
+                       "post-epoch-20 rate): diagnostic of the first-epoch drop" + _FULL + _ZOO1, _STRONG,
                        groups=("table1", "peers")),
     "runs": Grid("runs", "Tables 1-3, peers and Fig. 5 from the first source checkpoint (lost), bf16" + _OLD,
                  "2026-12-02-findings.md"),

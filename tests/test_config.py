@@ -197,11 +197,13 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
         dump = base.model_dump()  # the hash of a dict that lacks the field, as written before it was added
         for sec, key in (("run", "output"), ("run", "progress"), ("run", "resume"), ("run", "eval_every"),
                          ("run", "save_every"), ("run", "device"), ("run", "eval_batch_size"),
-                         ("data", "num_workers"), ("optim", "epochs"), *_legacy_fields_at_legacy(base)):
+                         ("data", "num_workers"), ("optim", "epochs"), ("pretrain", "eval_every"),
+                         *_legacy_fields_at_legacy(base)):
             del dump[sec][key]
         assert _hash(dump) == base.fingerprint(for_resume=True)
         for sec, key in (("run", "resume"), ("run", "eval_every"), ("run", "save_every"), ("run", "device"),
-                         ("run", "eval_batch_size"), ("data", "num_workers"), ("optim", "epochs")):
+                         ("run", "eval_batch_size"), ("data", "num_workers"), ("optim", "epochs"),
+                         ("pretrain", "eval_every")):
             dump[sec][key] = getattr(getattr(base, sec), key)
         assert _hash(dump) == base.fingerprint()
         changed = preset_config("synthetic", {**paper, section: {**paper.get(section, {}), name: other}})

@@ -82,10 +82,11 @@ def test_rows_pin_the_soft_triplet_whatever_the_preset(monkeypatch) -> None:
     for name in ("t1-pplr", "triplet-scwm", "triplet-cluster-contrast"):
         assert _cfg(name).loss.soft_triplet is True, name
     # the grid of the current defaults stays current: its runs resolve to the fingerprints they recorded
-    records = runner.read_records(runner.RESULTS_DIR / "zoo-trunk01.jsonl")
+    records = runner.read_records(runner.RESULTS_DIR / "plip.jsonl")
     checked = 0
     for r in records:
-        if r.get("experiment") in ("t1-baseline", "t1-wm-scc", "t1-pplr", "triplet-scwm") and not r.get("alias_of"):
+        if r.get("experiment") in ("t1-baseline", "t1-wm-scc", "triplet-scwm", "triplet-cluster-contrast") \
+                and not r.get("alias_of"):
             cfg = runner.run_config(r["preset"], r["target"], reg.BY_NAME[r["experiment"]], int(r["seed"]),
                                     Path("r"), runner.extra_overrides(r["extra"]))
             assert cfg.fingerprint() == r["fingerprint"], (r["target"], r["experiment"], r["seed"])

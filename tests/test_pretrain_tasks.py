@@ -24,7 +24,7 @@ from scwm.losses.pretrain import (
 )
 from scwm.models import SCWMNet
 from scwm.models.pretrain_heads import AttributeHead, ColorizationDecoder, frozen_bn_statistics, one_hot_attributes
-from training.config import PretrainConfig, preset_config
+from training.config import PretrainConfig, TrainConfig, preset_config
 from training.pretrain_tasks import PretrainTasks, evaluates_at
 from training.zoo import save_zoo
 
@@ -179,22 +179,22 @@ def test_eval_every_decides_the_epochs_with_heldout_figures() -> None:
 DEFAULT_RECIPE_PRETRAIN = {"root": "data/synthetic/source-seed0", "preset": "source", "seed": 0, "epochs": 24,
                            "iters": 80, "batch_size": 32, "num_instances": 4, "lr": 3.5e-4, "weight_decay": 5e-4,
                            "label_smoothing": 0.1, "triplet_margin": 0.3}
-"""The pretraining part of the recipe as it was before the tasks existed (the committed zoo file's)."""
+"""The pretraining part of the recipe as it was before the tasks existed (the first zoo file's)."""
 
 
 def test_default_recipe_and_fingerprint_are_unchanged(tmp_path) -> None:
-    cfg = preset_config("synthetic")
+    cfg = TrainConfig()  # the class defaults: identity-only (the synthetic preset's PLIP recipe is in test_zoo)
     recipe = pretrain.pretrain_recipe(cfg, torch.device("cpu"))
     assert list(recipe["pretrain"].items()) == list(DEFAULT_RECIPE_PRETRAIN.items())  # order too: the same bytes
     new = ("attributes", "attribute_weight", "colorization", "colorization_weight", "colorization_fraction",
            "eval_every")
     assert not set(new) & set(cfg.fingerprint_dict()["pretrain"])
     assert not set(new) & set(cfg.fingerprint_dict(for_resume=True)["pretrain"])
-    evals = preset_config("synthetic", {"pretrain": {"eval_every": 1}})
+    evals = TrainConfig(pretrain=PretrainConfig(eval_every=1))
     assert pretrain.pretrain_recipe(evals, torch.device("cpu")) == recipe  # figures only: the same weights
     assert evals.fingerprint(for_resume=True) == cfg.fingerprint(for_resume=True)
     for over in ({"attributes": True}, {"colorization": True}):
-        other = preset_config("synthetic", {"pretrain": over})
+        other = TrainConfig(pretrain=PretrainConfig(**over))
         assert other.fingerprint() != cfg.fingerprint()
         assert pretrain.pretrain_recipe(other, torch.device("cpu"))["pretrain"] != recipe["pretrain"]
     both = preset_config("smoke", {"pretrain": {"attributes": True, "attribute_weight": 0.5, "colorization": True,

@@ -78,13 +78,14 @@ def test_cached_pretraining_must_match_the_recipe(tmp_path: Path) -> None:
 
 def test_committed_backbone_matches_model_zoo_doc_and_recipe() -> None:
     """The one binary in the tree: its SHA-256 is the one docs/MODEL_ZOO.md gives, it is <= 25 MB, and its
-    recipe is exactly what ``--model.weights pretrain`` under the synthetic preset runs (fp32, 2 workers, CPU)."""
+    recipe is exactly what ``--model.weights pretrain`` under the synthetic preset runs (bf16, no loader workers,
+    CPU)."""
     path = ROOT / ZOO_SOURCE
     assert path.stat().st_size <= 25 * 2**20
     doc = (ROOT / "docs" / "MODEL_ZOO.md").read_text()
     assert _sha(path) in re.findall(r"\b[0-9a-f]{64}\b", doc)
     zoo = read_zoo(path)
-    cfg = preset_config("synthetic", {"data": {"num_workers": 2}, "run": {"precision": "fp32"}})
+    cfg = preset_config("synthetic", {"data": {"num_workers": 0}, "run": {"precision": "bf16"}})
     assert zoo["recipe"] == pretrain.pretrain_recipe(cfg, torch.device("cpu"))
     assert f"{100 * zoo['metrics']['heldout_mAP']:.1f}" in doc
     net = SCWMNet(zoo["spec"]["backbone"], num_parts=cfg.model.num_parts)

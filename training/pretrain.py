@@ -1,15 +1,15 @@
 """Supervised pretraining on the synthetic source domain: ``python -m training.pretrain``.
 
-The paper starts SCWM from a ResNet-50 pretrained on SYNTH-PEDES (synthetic pedestrians with labels).
-Our analogue trains the backbone on the synthetic **source** preset (identities and camera styles
+The paper starts SCWM from a ResNet-50 pretrained with PLIP on SYNTH-PEDES (synthetic pedestrians with labels
+and descriptions). Our analogue trains the backbone on a synthetic **source** world (identities and camera styles
 disjoint from the targets) with ID cross-entropy (label smoothing) + batch-hard triplet on the global
-embedding, and saves a model-zoo file (:mod:`training.zoo`: backbone + global neck in float16, the
-recipe, the held-out source mAP) that the unsupervised run starts from (``model.weights = "pretrain"``;
-the ``synthetic`` preset starts from the committed zoo file that this re-creates, docs/MODEL_ZOO.md).
-Opt-in PLIP-analogue tasks (``--pretrain.attributes true``, ``--pretrain.colorization true``; the larger source
-``--pretrain.preset source-large``) are in :mod:`training.pretrain_tasks`; their heads are discarded, only the
-backbone goes into the zoo file. It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``,
-``pretrain.*`` and ``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
+embedding, plus, in the ``synthetic`` preset's recipe (:data:`training.config.PLIP_PRETRAIN`: the 1,500-identity
+``source-large`` world), PLIP's fine-grained tasks: attribute prediction and attribute-guided colourisation
+(:mod:`training.pretrain_tasks`; their heads are discarded). It saves a model-zoo file (:mod:`training.zoo`:
+backbone + global neck in float16, the recipe, the held-out source mAP) that the unsupervised run starts from
+(``model.weights = "pretrain"``; the ``synthetic`` preset starts from the committed zoo file that this re-creates,
+docs/MODEL_ZOO.md). It accepts the same flags as ``training.run`` (only ``data.*``, ``model.*``, ``pretrain.*``
+and ``run.*`` matter here). Resumable: a per-epoch state file next to the checkpoint is picked up.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Eq. 6's pooling with the part head's probabilities), compare the running statist
 the statistics of the target's training images as the neck sees them. A neck whose running mean is far from
 the target mean (in running standard deviations, ``|z|``) hands the first clustering stage uncentred features.
 
-Run: ``python -m experiments.analyses.bn_stats --model zoo/source-resnet18-128x64.pt --presets market msmt``
+Run: ``python -m experiments.analyses.bn_stats --model zoo/plip-resnet18-128x64.pt --presets market msmt``
 (writes experiments/results/analyses/bn_stats.json and docs/bench/bn_stats.md).
 """
 
@@ -20,7 +20,7 @@ import torch
 
 from experiments.analyses import write_outputs
 from scwm.data import load_dataset
-from training.config import preset_config
+from training.config import ZOO_SOURCE, preset_config
 from training.datasets import ensure_synthetic
 from training.features import eval_loader, neck_inputs_statistics
 from training.model_init import build_model
@@ -62,7 +62,7 @@ def measure(model: str, preset: str, images: int, seed: int = 0) -> dict[str, di
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="zoo/source-resnet18-128x64.pt")
+    p.add_argument("--model", default=ZOO_SOURCE)
     p.add_argument("--presets", nargs="+", default=["market", "msmt"])
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--out", default="experiments/results/analyses/bn_stats.json")

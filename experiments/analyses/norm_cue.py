@@ -19,7 +19,7 @@ benchmark separates them for each checkpoint, on target **train** images with gr
   rolled (``corr(content)`` near 1); if it is positional, the rolled map equals the original map
   (``corr(position)`` near 1), and the pooled AUC swings with the roll.
 
-    python -m experiments.analyses.norm_cue --checkpoint data/pretrained/source-resnet18-128x64.pt \\
+    python -m experiments.analyses.norm_cue --checkpoint zoo/plip-resnet18-128x64.pt \\
         --presets market source --max-images 400 --sizes 128x64 256x128
 """
 
@@ -38,6 +38,7 @@ from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_d
 from scwm.parsing import binary_auc, norm_cue_cells, within_position_auc
 from scwm.parsing.cues import background_model_distance, position_normalized_norm
 from scwm.utils import atomic_write_bytes, atomic_write_json
+from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
 
 
@@ -151,7 +152,7 @@ def to_markdown(rows: list[dict], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", nargs="+", default=["data/pretrained/source-resnet18-128x64.pt"])
+    p.add_argument("--checkpoint", nargs="+", default=[ZOO_SOURCE])
     p.add_argument("--presets", nargs="+", default=["market", "source"])
     p.add_argument("--sizes", nargs="+", default=["128x64"], help="input sizes HxW")
     p.add_argument("--max-images", type=int, default=400)

@@ -9,7 +9,7 @@ IoU and part mIoU after one Hungarian assignment of predicted parts to GT parts 
 The eta sweep is run twice: with the default ``far_pairs="constant"`` and with ``"feature"`` (merges past
 Eq. 2's infinity ordered by feature distance, ``scwm/parsing/cascaded.py``).
 
-    python -m experiments.analyses.parsing_quality --checkpoint data/pretrained/source-resnet18-128x64.pt \
+    python -m experiments.analyses.parsing_quality --checkpoint zoo/plip-resnet18-128x64.pt \
         --presets market msmt --max-images 1200 --sizes 128x64 256x128
 """
 
@@ -37,6 +37,7 @@ from scwm.parsing import (
     oracle_part_labels,
     spatial_cascaded_clustering,
 )
+from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
 
 DEFAULT_MARKDOWN = "docs/bench/parsing_quality.md"
@@ -196,7 +197,7 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", nargs="+", default=["data/pretrained/source-resnet18-128x64.pt"],
+    p.add_argument("--checkpoint", nargs="+", default=[ZOO_SOURCE],
                    help="one or more model files (e.g. the source-pretrained backbone and a trained run's model.pt)")
     p.add_argument("--presets", nargs="+", default=["market", "msmt"])
     p.add_argument("--data-dir", default="data/synthetic")
