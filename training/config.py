@@ -360,7 +360,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Paper settings (Sec. 4.2) on Market-1501: ResNet-50, 384x128, eps 0.5, l = 4, 60 epochs x 400 iterations.
 ZOO_SOURCE = "zoo/plip-resnet18-128x64.pt"
 """The model-zoo source backbone (docs/MODEL_ZOO.md), relative to the repository root."""
 
@@ -369,10 +368,12 @@ PLIP_PRETRAIN: dict[str, Any] = {
     "attributes": True, "colorization": True, "colorization_fraction": 0.5, "eval_every": 6,
     "checkpoint": "data/pretrained/plip-{backbone}-{height}x{width}.pt",
 }
-"""The recipe of the model-zoo backbone (``--model.weights pretrain`` re-creates it): the PLIP analogue, i.e.
+"""The recipe of the model-zoo backbone (``--model.weights pretrain`` re-creates it; the committed bytes with
+``--run.precision bf16 --data.num_workers 0`` on the CPU kind MODEL_ZOO.md names): the PLIP analogue, i.e.
 identity + attribute prediction + colourisation on the 1,500-identity ``source-large`` world, 60 epochs
 (docs/MODEL_ZOO.md, docs/notes/2026-12-04-plip-start.md)."""
 
+# Paper settings (Sec. 4.2) on Market-1501: ResNet-50, 384x128, eps 0.5, l = 4, 60 epochs x 400 iterations.
 _PAPER: dict[str, Any] = {
     "data": {"kind": "market1501", "root": "data/market1501", "height": 384, "width": 128, "num_workers": 4},
     "model": {"backbone": "resnet50", "num_parts": 4, "weights": "imagenet", "bn_chunks": 4},
