@@ -24,7 +24,9 @@ HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
     ("t1-baseline", "PPLR-style horizontal stripes baseline"),
     ("t1-pplr", "the same with PPLR's soft triplet"),
     ("t1-wm-scc", "SCWM"),
-    ("triplet-scwm", "the same with PPLR's soft triplet (not in the paper; the `synthetic` preset's default)"),
+    ("triplet-scwm", "the same with PPLR's soft triplet (not in the paper)"),
+    ("triplet-scwm-no-part-classification", "the same without Eq. 15's classifiers (the `synthetic` preset's "
+                                            "default)"),
 )
 """(experiment, label) of the models the headline table compares."""
 

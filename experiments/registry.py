@@ -56,10 +56,11 @@ def _p(m_map: float, m_r1: float, s_map: float, s_r1: float) -> PaperNumbers:
     return {"market": (m_map, m_r1), "msmt": (s_map, s_r1)}
 
 
-BASE: Overrides = {"loss.soft_triplet": False}
+BASE: Overrides = {"loss.soft_triplet": False, "loss.part_classification": True}
 """What every experiment fixes under it, whatever the preset's product defaults: the paper's SCWM and its peers
-train without PPLR's soft triplet, which the ``synthetic`` preset adds (docs/notes/2026-12-03-soft-triplet.md);
-rows that use it say so in their own overrides."""
+train without PPLR's soft triplet, which the ``synthetic`` preset adds (docs/notes/2026-12-03-soft-triplet.md), and
+with the classification loss of Eq. 15, which the ``synthetic`` preset leaves out
+(docs/notes/2026-12-04-part-classification.md); rows that differ say so in their own overrides."""
 
 _STRIPES: Overrides = {"cluster.part_source": "stripes"}
 _SCWM = _p(87.5, 94.9, 49.1, 76.5)
@@ -134,6 +135,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                {"loss.parsing": False, "loss.diversity": False, "loss.soft_triplet": True}),
     Experiment("triplet-scwm-no-part-classification", "triplet", "SCWM + soft triplet, without part classification",
                {"loss.part_classification": False, "loss.soft_triplet": True}),
+    # Which half of Eq. 15 carries the cost of part classification from a strong start (grid plip, msmt).
+    Experiment("triplet-scwm-id-global", "triplet", "SCWM + soft triplet, Eq. 15's global term only (no part CE)",
+               {"loss.id_terms": "global", "loss.soft_triplet": True}),
+    Experiment("triplet-scwm-id-parts", "triplet", "SCWM + soft triplet, Eq. 15's part term only (no global CE)",
+               {"loss.id_terms": "parts", "loss.soft_triplet": True}),
     # The triplet's input: PPLR's BN-neck output (above) or the L2-normalised feature that memory and retrieval use.
     Experiment("triplet-scwm-normalized", "triplet", "SCWM + soft triplet on the L2-normalised global feature",
                {"loss.soft_triplet": True, "loss.soft_triplet_normalized": True}),
@@ -232,6 +238,10 @@ GRIDS: dict[str, Grid] = {
                  "`zoo/plip-resnet18-128x64.pt`), the pretrained trunk at a tenth of the rate of the new heads, "
                  "BatchNorm in 4 chunks, 8 x 40 iterations (current defaults), bf16 on a CPU with AMX, evaluated "
                  "every epoch", "2026-12-04-plip-start.md", groups=("table1", "table2", "peers", "triplet")),
+    "plip-16x8": Grid("plip-16x8", "as `plip` at 256x128 input, i.e. 16x8 feature maps (`--data.height 256 "
+                      "--data.width 128 --cluster.eta 6`: eta in cells, twice the 8x4 default), from the same "
+                      "128x64-pretrained zoo backbone: the map-size measurement of the parsing issue",
+                      "2026-12-04-map-size.md", groups=("triplet",)),
     "zoo-trunk01": Grid("zoo-trunk01", "the pretrained trunk at a tenth of the rate of the new heads "
                         "(`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, fp32, 8 x 40 iterations, evaluated "
                         "every epoch" + _ZOO1, _STRONG, groups=("table1", "table2", "peers", "triplet")),

@@ -72,6 +72,9 @@ def test_paper_hyperparameters() -> None:
     # the product presets train with PPLR's soft triplet; the paper presets reproduce the paper's Eq. 16 without it
     assert preset_config("synthetic").loss.soft_triplet and preset_config("folder").loss.soft_triplet
     assert not (m.loss.soft_triplet or s.loss.soft_triplet or preset_config("smoke").loss.soft_triplet)
+    # from the converged zoo start the synthetic preset leaves out Eq. 13-15's classifiers; the others keep them
+    assert not preset_config("synthetic").loss.part_classification
+    assert all(preset_config(p).loss.part_classification for p in ("market1501", "msmt17", "folder", "smoke"))
 
 
 @pytest.mark.parametrize("flag,ann", _field_flags(TrainConfig), ids=[f for f, _ in _field_flags(TrainConfig)])
@@ -105,7 +108,7 @@ def test_loss_switches_have_one_name_and_default() -> None:
     trainer = {name: f.default for name, f in LossConfig.model_fields.items()}
     shared = set(core) & set(trainer)
     assert {"nce", "nce_weighted", "nce_parts", "nce_literal", "separation", "parsing", "diversity",
-            "diversity_sum", "part_classification", "beta"} <= shared
+            "diversity_sum", "part_classification", "id_terms", "beta"} <= shared
     assert {n: core[n] for n in shared} == {n: trainer[n] for n in shared}
     assert {n for n in set(core) - shared if not n.startswith("lambda_")} == {"tau", "diversity_include_background"}
     assert LossConfig().terms() == LossTerms(tau=LossConfig().temperature)
@@ -188,7 +191,8 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
               ("data", "mean"): ([0.485, 0.456, 0.406], [0.357, 0.323, 0.328]),
               ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239]),
               ("optim", "warmup_iters"): (0, 80),
-              ("loss", "soft_triplet"): (False, True), ("model", "ema_decay"): (0.0, 0.999)}
+              ("loss", "soft_triplet"): (False, True), ("model", "ema_decay"): (0.0, 0.999),
+              ("loss", "id_terms"): ("both", "parts")}
     assert {(sec, key) for sec, key in _legacy_fields_at_legacy(base)} >= set(fields)
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy

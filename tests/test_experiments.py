@@ -69,6 +69,20 @@ def test_intended_field_values() -> None:
         "--cluster.eta", "1", "--loss.nce", "false", "--model.num_parts", "4"]
 
 
+def test_rows_pin_the_paper_classification_loss() -> None:
+    """The synthetic preset leaves out Eq. 15's classifiers; the paper's rows (and SCWM + triplet) keep them,
+    the global-only peers and the row named for it leave them out, and the subprocess flags say the same."""
+    assert not preset_config("synthetic").loss.part_classification
+    for name in ("t1-baseline", "t1-wm-scc", "t2-scc", "t3-weighted", "eta-1", "triplet-scwm", "triplet-scwm-beta1"):
+        assert _cfg(name).loss.part_classification is True, name
+        argv = runner.build_argv("synthetic", "market", reg.BY_NAME[name], 0, Path("r"), [])
+        assert config_from_args(argv)[0].loss.part_classification is True, name
+    for name in ("peer-cluster-contrast", "triplet-cluster-contrast", "triplet-scwm-no-part-classification"):
+        assert _cfg(name).loss.part_classification is False, name
+    assert (_cfg("triplet-scwm-id-global").loss.id_terms, _cfg("triplet-scwm-id-parts").loss.id_terms) == (
+        "global", "parts")
+
+
 def test_rows_pin_the_soft_triplet_whatever_the_preset(monkeypatch) -> None:
     """The paper's rows train without PPLR's soft triplet even when the preset turns it on; rows named for it
     keep it, and the flags the subprocess gets say the same."""

@@ -219,7 +219,7 @@ def test_diversity_loss_matches_double_loop() -> None:
 
 
 # ------------------------------------------------------------------------ part classification (Eq. 13-15)
-def _classification_loop(ql, pl, labels, ap, beta, ls_eps=None):
+def _classification_loop(ql, pl, labels, ap, beta, ls_eps=None, terms="both"):
     n, c = ql.shape
     p = pl.shape[1]
     total = 0.0
@@ -246,7 +246,7 @@ def _classification_loop(ql, pl, labels, ap, beta, ls_eps=None):
                 yk = [a * (cls == y) + (1 - a) / c for cls in range(c)]
             logqk = torch.log_softmax(pl[i, k], 0)
             loss_p += -sum(yk[cls] * float(logqk[cls]) for cls in range(c))
-        total += loss_g + loss_p / p
+        total += {"both": loss_g + loss_p / p, "global": loss_g, "parts": loss_p / p}[terms]
     return total / n
 
 
@@ -271,6 +271,22 @@ def test_part_classification_matches_eq13_15() -> None:
     part_term = part_classification_loss(ql, pl, labels, ap, beta=1.0) - F.cross_entropy(ql, labels)
     const = ((1 - ap) * math.log(C)).mean()
     assert part_term.item() == pytest.approx((aals + const).item())
+
+
+def test_part_classification_halves_of_eq15() -> None:
+    """``terms`` keeps one half of Eq. 15: the global term with its Eq. 14 target, or the part term of Eq. 13."""
+    _, _, _, _, labels, ap = _feats()
+    ql, pl = _logits(3)
+    for terms in ("global", "parts"):
+        got = part_classification_loss(ql, pl, labels, ap, beta=0.35, terms=terms)
+        assert got.item() == pytest.approx(_classification_loop(ql, pl, labels, ap, 0.35, terms=terms))
+    halves = sum(part_classification_loss(ql, pl, labels, ap, terms=t) for t in ("global", "parts"))
+    assert halves.item() == pytest.approx(part_classification_loss(ql, pl, labels, ap).item())
+    x = pl.clone().requires_grad_(True)
+    part_classification_loss(ql.clone().requires_grad_(True), x, labels, ap, terms="global").backward()
+    assert x.grad is None or not x.grad.any()  # the part ensemble of Eq. 14 is detached: no part gradient
+    with pytest.raises(ValueError, match="terms"):
+        part_classification_loss(ql, pl, labels, ap, terms="all")
 
 
 def test_part_classification_label_smoothing_mode() -> None:
@@ -336,6 +352,9 @@ def test_total_loss_sums_enabled_terms_and_switches() -> None:
         kw2, _ = _total_inputs()
         _, terms2 = total_loss(LossTerms(**{off: False}), **kw2)
         assert {"part_classification": "id"}.get(off, off) not in terms2
+    kw4, _ = _total_inputs()
+    _, only_parts = total_loss(LossTerms(id_terms="parts"), **kw4)
+    assert torch.allclose(only_parts["id"], part_classification_loss(ql, pl, labels, ap, terms="parts").detach())
     kw3, _ = _total_inputs()
     _, plain = total_loss(LossTerms(nce_weighted=False), **kw3)
     assert torch.allclose(plain["nce"], wnce_loss(gf, pf, labels, mem).detach())

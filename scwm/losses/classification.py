@@ -19,6 +19,7 @@ def part_classification_loss(
     alpha_parts: Tensor | None = None,
     beta: float = 0.35,
     smoothing_only_epsilon: float | None = None,
+    terms: str = "both",
 ) -> Tensor:
     """Classification loss ``L_ID`` of Eq. 15 with the targets of Eq. 13 (parts) and Eq. 14 (global).
 
@@ -37,10 +38,15 @@ def part_classification_loss(
     ``(1 - eps) onehot + eps uniform`` with ``eps = smoothing_only_epsilon`` (default 0.1). The part
     weights of Eq. 14 are ``softmax(alpha_parts)`` when ``alpha_parts`` is given, uniform otherwise.
 
+    ``terms`` keeps both halves of Eq. 15 (``"both"``, the paper), only the global term (``"global"``) or
+    only the part term (``"parts"``), for the ablation of each.
+
     Args:
         global_logits: ``(B, C)``; part_logits: ``(B, P, C)``; labels: ``(B,)`` in ``[0, C)``;
         alpha_parts: ``(B, P)`` cross agreement (Eq. 7) or ``None``.
     """
+    if terms not in ("both", "global", "parts"):
+        raise ValueError(f"terms must be 'both', 'global' or 'parts', got {terms!r}")
     b, num_classes = global_logits.shape
     if part_logits.dim() != 3 or part_logits.shape[0] != b or part_logits.shape[2] != num_classes:
         raise ValueError(f"expected part_logits (B={b}, P, C={num_classes}), got {tuple(part_logits.shape)}")
@@ -66,4 +72,4 @@ def part_classification_loss(
     ensemble = (torch.softmax(part_logits.detach(), dim=2) * part_w).sum(dim=1)  # (B, C)
     global_target = beta * onehot + (1.0 - beta) * ensemble.to(global_logits.dtype)  # Eq. 14
     loss_global = _soft_ce(global_logits, global_target).mean()
-    return loss_global + loss_parts
+    return {"both": loss_global + loss_parts, "global": loss_global, "parts": loss_parts}[terms]

@@ -20,6 +20,7 @@ class LossTerms:
 
     ``nce_weighted=False`` gives Cluster Contrast's plain ClusterNCE instead of wNCE (Eq. 10);
     ``nce_parts=False`` keeps only the global contrastive term; ``nce_literal`` is Eq. 10 as printed;
+    ``id_terms`` keeps both halves of Eq. 15 (``"both"``) or only its ``"global"`` or ``"parts"`` term;
     ``diversity_sum`` is Eq. 5 as printed (sum over pixels instead of the pixel mean). ``soft_triplet`` adds
     PPLR's batch-hard soft-triplet term on the global embedding (not part of Eq. 16; off by default), on the
     L2-normalised global feature instead of the BN-neck output with ``soft_triplet_normalized``. ``tau=None``
@@ -34,6 +35,7 @@ class LossTerms:
     parsing: bool = True
     diversity: bool = True
     part_classification: bool = True
+    id_terms: str = "both"
     diversity_sum: bool = False
     diversity_include_background: bool = True
     soft_triplet: bool = False
@@ -122,6 +124,7 @@ def total_loss(
             alpha_parts,
             beta=config.beta,
             smoothing_only_epsilon=smoothing_only_epsilon,
+            terms=config.id_terms,
         )
         weights["id"] = config.lambda_id
     if config.soft_triplet:
