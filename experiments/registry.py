@@ -242,6 +242,10 @@ GRIDS: dict[str, Grid] = {
                       "--data.width 128 --cluster.eta 6`: eta in cells, twice the 8x4 default), from the same "
                       "128x64-pretrained zoo backbone: the map-size measurement of the parsing issue",
                       "2026-12-04-map-size.md", groups=("triplet",)),
+    "plip-knn12": Grid("plip-knn12", "as `plip` with the kNN agreement of Eq. 7 over k = 12 neighbours "
+                       "(`--cluster.knn_k 12`): PPLR's k = 20 scaled from Market-1501's 17.2 training images per "
+                       "identity to the synthetic worlds' 10.6; diagnostic of the stripes baseline's slide after "
+                       "AALS starts", "2026-12-04-part-classification.md", groups=("table1", "triplet")),
     "zoo-trunk01": Grid("zoo-trunk01", "the pretrained trunk at a tenth of the rate of the new heads "
                         "(`--optim.backbone_lr_mult 0.1`), BatchNorm in 4 chunks, fp32, 8 x 40 iterations, evaluated "
                         "every epoch" + _ZOO1, _STRONG, groups=("table1", "table2", "peers", "triplet")),
