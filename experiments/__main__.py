@@ -29,6 +29,7 @@ from .runner import (
     RESULTS_DIR,
     ROOT,
     RUNS_DIR,
+    exit_on_sigterm,
     flags,
     grid_file,
     plan,
@@ -36,6 +37,7 @@ from .runner import (
     recorded_runs,
     run_jobs,
     status,
+    wait_all,
 )
 
 
@@ -54,6 +56,7 @@ def worker_commands(args: argparse.Namespace) -> list[tuple[list[str], dict[str,
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    exit_on_sigterm()  # a killed harness stops its training runs instead of leaving them orphaned
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     if args.jobs > 1 and not args.dry_run:
@@ -62,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env))
             if i + 1 < args.jobs:
                 time.sleep(2.0)  # let the first worker take the first run's lock
-        return max(p.wait() for p in procs)
+        return max(wait_all(procs))
     extra = [tok for chunk in args.extra or [] for tok in shlex.split(chunk)]
     jobs = plan(args.preset, args.targets, args.seeds, args.only, extra, Path(args.runs_dir) / args.grid)
     path = grid_file(Path(args.results_dir), args.grid)

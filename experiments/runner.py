@@ -19,7 +19,9 @@ import io
 import json
 import os
 import shlex
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -215,8 +217,34 @@ def run_lock(out: Path) -> Iterator[bool]:
     yield False
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` in the calling (main) thread, so that a harness stopped with ``kill``
+    stops its subprocesses and releases its run lock (``finally`` blocks run), as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
+def wait_all(procs: Sequence[subprocess.Popen], grace_s: float = 30.0) -> list[int]:
+    """Return codes of ``procs`` (the ``--jobs N`` workers); if the wait is interrupted (Ctrl-C, SIGTERM via
+    :func:`exit_on_sigterm`), terminate them (kill after ``grace_s``) before re-raising: each worker then stops its
+    own training run, so none outlives the harness."""
+    try:
+        return [p.wait() for p in procs]
+    except BaseException:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        raise
+
+
 def _launch(cmd: list[str], log_path: Path) -> int:
-    """Run one training subprocess from the project root, console output appended to ``log_path``."""
+    """Run one training subprocess from the project root, console output appended to ``log_path``
+    (``subprocess.run`` kills it if the harness is interrupted: Ctrl-C, or SIGTERM via :func:`exit_on_sigterm`)."""
     with open(log_path, "ab") as fh:
         fh.write(f"\n$ {shlex.join(cmd)}\n".encode())
         fh.flush()

@@ -278,3 +278,46 @@ def test_jobs_launch_workers_sharing_the_queue(tmp_path: Path, monkeypatch) -> N
     assert cli.build_parser().parse_args(cmd[3:]).jobs == 1  # the workers' command line parses
     with pytest.raises(SystemExit, match="--jobs"):
         cli.main(["run", "--jobs", "0", "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_killed_harness_stops_its_training_runs(tmp_path, jobs) -> None:
+    """SIGTERM to ``python -m experiments run`` (``kill``, as a user or a scheduler sends it) stops the training
+    subprocesses it started, through its ``--jobs`` workers too, instead of leaving them running orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    fake = tmp_path / "fake-python"  # stands in for the interpreter of `python -m training.run ...`
+    fake.write_text(f"#!/bin/sh\necho $$ > {pids}/$$\nexec sleep 120\n")
+    fake.chmod(0o755)
+    cmd = [sys.executable, "-m", "experiments", "run", "--grid", "killtest", "--targets", "tiny", "--seeds", "0", "1",
+           "--only", "t1-wm-scc", "--python", str(fake), "--jobs", str(jobs), "--runs-dir", str(tmp_path / "runs"),
+           "--results-dir", str(tmp_path / "results")]
+    harness = subprocess.Popen(cmd, cwd=runner.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list(pids.iterdir())) < jobs and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    children = [int(f.name) for f in pids.iterdir()]
+    assert len(children) == jobs, children
+    harness.send_signal(signal.SIGTERM)
+    harness.wait(timeout=90)
+    deadline = time.time() + 60
+    alive = children
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = []
+        for pid in children:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"training subprocesses {alive} outlived their harness"
