@@ -99,9 +99,9 @@ def _terms(cfg):
 
 
 def test_loss_terms_follow_part_source() -> None:
-    cfg = preset_config("synthetic", {"cluster": {"part_source": "stripes"}})
+    cfg = preset_config("synthetic", {"cluster": {"part_source": "stripes"}, "loss": {"part_classification": True}})
     sw = _terms(cfg)
-    assert not sw.parsing and not sw.diversity and sw.nce and sw.part_classification == cfg.loss.part_classification
+    assert not sw.parsing and not sw.diversity and sw.nce and sw.part_classification
     assert model_spec(cfg).part_mode == "stripes"
     cfg = preset_config("synthetic", {"loss": {"diversity": False, "nce_literal": True, "nce_weighted": False}})
     sw = _terms(cfg)

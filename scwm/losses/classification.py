@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+IdTerms = Literal["both", "global", "parts"]
+"""Which halves of Eq. 15 :func:`part_classification_loss` keeps."""
 
 
 def _soft_ce(logits: Tensor, target: Tensor) -> Tensor:
@@ -19,7 +24,7 @@ def part_classification_loss(
     alpha_parts: Tensor | None = None,
     beta: float = 0.35,
     smoothing_only_epsilon: float | None = None,
-    terms: str = "both",
+    terms: IdTerms = "both",
 ) -> Tensor:
     """Classification loss ``L_ID`` of Eq. 15 with the targets of Eq. 13 (parts) and Eq. 14 (global).
 
@@ -45,8 +50,8 @@ def part_classification_loss(
         global_logits: ``(B, C)``; part_logits: ``(B, P, C)``; labels: ``(B,)`` in ``[0, C)``;
         alpha_parts: ``(B, P)`` cross agreement (Eq. 7) or ``None``.
     """
-    if terms not in ("both", "global", "parts"):
-        raise ValueError(f"terms must be 'both', 'global' or 'parts', got {terms!r}")
+    if terms not in get_args(IdTerms):
+        raise ValueError(f"terms must be one of {get_args(IdTerms)}, got {terms!r}")
     b, num_classes = global_logits.shape
     if part_logits.dim() != 3 or part_logits.shape[0] != b or part_logits.shape[2] != num_classes:
         raise ValueError(f"expected part_logits (B={b}, P, C={num_classes}), got {tuple(part_logits.shape)}")

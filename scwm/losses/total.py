@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from scwm.losses.classification import part_classification_loss
+from scwm.losses.classification import IdTerms, part_classification_loss
 from scwm.losses.contrastive import part_separation_loss, wnce_loss
 from scwm.losses.parsing import diversity_loss, parsing_loss
 from scwm.losses.triplet import soft_triplet_loss
@@ -35,7 +35,7 @@ class LossTerms:
     parsing: bool = True
     diversity: bool = True
     part_classification: bool = True
-    id_terms: str = "both"
+    id_terms: IdTerms = "both"
     diversity_sum: bool = False
     diversity_include_background: bool = True
     soft_triplet: bool = False
