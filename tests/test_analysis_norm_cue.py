@@ -86,7 +86,9 @@ def test_position_free_alternatives_are_reported(tiny: Path) -> None:
     torch.testing.assert_close(background_model_distance(fmaps, cams), torch.zeros(fmaps.shape[0], *fmaps.shape[2:]))
     # constant cues carry no signal; float rounding of the constants may break ties either way
     alt = cue_stats(_FixedMap(positional=True), batches, (0, 8, 16))["alternatives"]
-    assert set(alt) == {"norm_over_position_mean", "background_model_camera", "background_model_all"}
+    assert set(alt) == {"norm_over_position_mean", "background_model_camera", "background_model_all",
+                        "cross_camera_match"}
+    assert 0 < alt["cross_camera_match"]["images"] <= alt["background_model_all"]["images"]
     content = _FixedMap(positional=False)
     fmaps = torch.cat([content(b["image"]).feature_map for b in batches])
     body = torch.cat([norm_cue_cells(content(b["image"]).feature_map, b["mask"])[1] for b in batches])

@@ -274,6 +274,25 @@ def test_batch_result_independent_of_batch_composition():
         assert torch.equal(full[i], spatial_cascaded_clustering(fmap[i : i + 1], 4, 4.0)[0])
 
 
+
+@pytest.mark.parametrize("space", [False, True])
+def test_given_foreground_replaces_step_one(space: bool) -> None:
+    """Step 1's own mask passed in gives the same labels; a given mask is followed exactly (its cells are the
+    foreground, the rest background), whatever the norms say."""
+    torch.manual_seed(3)
+    fmap = torch.randn(4, 16, 8, 4)
+    own = foreground_mask(fmap, foreground_correction=space).view(4, 8, 4)
+    ref = spatial_cascaded_clustering(fmap, 4, 4.0, space, space)
+    assert torch.equal(spatial_cascaded_clustering(fmap, 4, 4.0, space, space, foreground=own), ref)
+    given = torch.zeros(4, 8, 4, dtype=torch.bool)
+    given[:, 2:7, 1:3] = True  # a body in the middle columns, as ground truth pooled to the grid would be
+    lab = spatial_cascaded_clustering(fmap, 4, 4.0, space, space, foreground=given)
+    assert torch.equal(lab != 3, given)
+    with pytest.raises(ValueError, match="foreground"):
+        spatial_cascaded_clustering(fmap, 4, 4.0, foreground=given.flatten(1))
+    with pytest.raises(ValueError, match="foreground"):
+        spatial_cascaded_clustering(fmap, 4, 4.0, foreground=given.float())
+
 # ------------------------------------------------------------------------------------------ smoothing
 def test_smooth_masks_literal_eq3():
     torch.manual_seed(8)

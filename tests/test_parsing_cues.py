@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scwm.parsing import binary_auc, within_position_auc
-from scwm.parsing.cues import background_model_distance, position_normalized_norm
+from scwm.parsing.cues import background_model_distance, cross_camera_match, position_normalized_norm
 
 
 def _loop_background_distance(fmap: torch.Tensor, cams: list[int] | None) -> torch.Tensor:
@@ -74,3 +74,42 @@ def test_cues_reject_bad_input() -> None:
         background_model_distance(torch.randn(3, 2, 2, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="at least 2"):
         position_normalized_norm(torch.randn(1, 2, 2, 2))
+
+
+def test_cross_camera_match_matches_loop() -> None:
+    g = torch.Generator().manual_seed(4)
+    fmap = torch.randn(8, 6, 3, 2, generator=g)
+    ids = [0, 0, 0, 1, 1, 2, -1, -1]  # identity 2 and the outliers have no other view
+    cams = [0, 1, 1, 0, 0, 1, 0, 1]  # identity 1 is seen by one camera only: no cross-camera view either
+    got, has = cross_camera_match(fmap, torch.tensor(ids), torch.tensor(cams), chunk=3)
+    unit = torch.nn.functional.normalize(fmap, dim=1).flatten(2)  # (N, C, P)
+    want = torch.zeros(8, 3 * 2)
+    for a in range(8):
+        others = [b for b in range(8) if b != a and ids[b] == ids[a] and ids[a] >= 0 and cams[b] != cams[a]]
+        for b in others:
+            want[a] += (unit[a].T @ unit[b]).amax(1) / len(others)
+    assert has.tolist() == [True, True, True, False, False, False, False, False]
+    torch.testing.assert_close(got, want.view(8, 3, 2))
+    with pytest.raises(ValueError, match="one entry per image"):
+        cross_camera_match(fmap, torch.tensor(ids[:-1]), torch.tensor(cams))
+
+
+def test_cross_camera_match_finds_the_person_on_changing_backdrops() -> None:
+    """Each identity wears one set of cell features wherever it stands; each camera has its own backdrop: the
+    cells that recur across the identity's cameras are the body, at every position."""
+    g = torch.Generator().manual_seed(5)
+    n_ids, cams_per_id, c, h, w = 20, 3, 16, 6, 4
+    ids = torch.arange(n_ids).repeat_interleave(cams_per_id)
+    cams = torch.arange(cams_per_id).repeat(n_ids)
+    wear = torch.randn(n_ids, c, h, generator=g)  # one feature per body row of each identity
+    backdrop = torch.randn(cams_per_id, c, h, w, generator=g)
+    n = ids.numel()
+    fmap = backdrop[cams] + 0.1 * torch.randn(n, c, h, w, generator=g)
+    cols = torch.randint(0, w, (n,), generator=g)  # a one-column person at a random place
+    body = torch.zeros(n, h, w, dtype=torch.bool)
+    body[torch.arange(n), :, cols] = True
+    fmap = torch.where(body[:, None], wear[ids][..., None].expand(-1, -1, -1, w), fmap)
+    cue, has = cross_camera_match(fmap, ids, cams)
+    assert has.all()
+    within, _ = within_position_auc(cue, body)
+    assert within > 0.95

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from experiments.analyses import feature_model
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.parsing import binary_auc, norm_cue_cells, within_position_auc
-from scwm.parsing.cues import background_model_distance, position_normalized_norm
+from scwm.parsing.cues import background_model_distance, cross_camera_match, position_normalized_norm
 from scwm.utils import atomic_write_bytes, atomic_write_json
 from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
@@ -48,13 +48,18 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
-def alternative_cues(fmaps: torch.Tensor, cameras: torch.Tensor, body: torch.Tensor) -> dict:
-    """Pooled and within-position AUC of the position-free cues of :mod:`scwm.parsing.cues`."""
-    cues = {"norm_over_position_mean": position_normalized_norm(fmaps),
-            "background_model_camera": background_model_distance(fmaps, cameras),
-            "background_model_all": background_model_distance(fmaps)}
-    return {name: {"auc": binary_auc(v, body), "within_position_auc": within_position_auc(v, body)[0]}
-            for name, v in cues.items()}
+def alternative_cues(fmaps: torch.Tensor, cameras: torch.Tensor, body: torch.Tensor,
+                     identities: torch.Tensor) -> dict:
+    """Pooled and within-position AUC of the alternative cues of :mod:`scwm.parsing.cues`. The cross-camera
+    match is given the true identities (the best pseudo labels could do) and scored on the images that have
+    another view of their identity from another camera in the sample."""
+    match, has = cross_camera_match(fmaps, identities, cameras)
+    cues = {"norm_over_position_mean": (position_normalized_norm(fmaps), body),
+            "background_model_camera": (background_model_distance(fmaps, cameras), body),
+            "background_model_all": (background_model_distance(fmaps), body),
+            "cross_camera_match": (match[has], body[has])}
+    return {name: {"auc": binary_auc(v, y), "within_position_auc": within_position_auc(v, y)[0],
+                   "images": int(y.shape[0])} for name, (v, y) in cues.items()}
 
 
 def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...]) -> dict:
@@ -74,7 +79,8 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
                     fmaps.append(fmap.float())
         nrm, y = torch.cat(norms), torch.cat(body)
         if fmaps:
-            out["alternatives"] = alternative_cues(torch.cat(fmaps), torch.cat([b["camid"] for b in batches]), y)
+            out["alternatives"] = alternative_cues(torch.cat(fmaps), torch.cat([b["camid"] for b in batches]), y,
+                                                   torch.cat([torch.as_tensor(b["pid"]) for b in batches]))
         within, positions = within_position_auc(nrm, y)
         maps[r] = nrm.mean(0)
         out[r] = {"auc": binary_auc(nrm, y), "within_position_auc": within, "positions": positions,
@@ -138,14 +144,20 @@ def to_markdown(rows: list[dict], command: str) -> str:
               "over the mean norm there; the cosine distance to a background model (the mean normalised feature "
               "there over the other images of the same camera, or of all images). AUC pooled / within position. "
               "Only the within-position AUC is content: the pooled AUC of a distance also rewards the positions "
-              "where the images differ most from each other, a spatial profile of its own.",
+              "where the images differ most from each other, a spatial profile of its own. Cross-camera match "
+              "(co-segmentation across views): the best cosine match of a cell among the cells of each other "
+              "image of the same identity from another camera, averaged; given the true identities (the best "
+              "pseudo labels could do), on the images with such a view in the sample (their number in brackets).",
               "", "| checkpoint | target | input | norm / position mean | background model, per camera "
-              "| background model, all images |", "| --- | --- | --- | --- | --- | --- |"]
+              "| background model, all images | cross-camera match (images) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         alt = row["stats"].get("alternatives")
         if alt is None:
             continue
-        cells = " | ".join(f"{v['auc']:.3f} / {v['within_position_auc']:.3f}" for v in alt.values())  # column order
+        cells = " | ".join(f"{v['auc']:.3f} / {v['within_position_auc']:.3f}"
+                           + (f" ({v['images']})" if name == "cross_camera_match" else "")
+                           for name, v in alt.items())  # column order
         lines.append(f"| `{row['checkpoint']}` | {row['preset']} | {row['input'][0]}x{row['input'][1]} | {cells} |")
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,9 @@
 Feature maps come from a trained backbone (by default the source-pretrained checkpoint the synthetic
 run starts from); pseudo masks from the four cascaded-clustering variants of the paper's Table 2, from
 PCB-style horizontal stripes, from the ground truth itself pooled to the feature grid (oracle: the
-ceiling at that resolution), and from an eta and l sweep of SCC. ``--sizes`` feeds the same weights
+ceiling at that resolution), from step 2 of cascaded clustering and SCC alone (step 1's norm cue replaced by
+the ground-truth foreground: how much of the gap to the oracle the cue costs), and from an eta and l sweep
+of SCC. ``--sizes`` feeds the same weights
 larger inputs, which gives finer feature maps (16x8 at 256x128). Scores (``scwm.parsing``): foreground
 IoU and part mIoU after one Hungarian assignment of predicted parts to GT parts over the whole dataset.
 The eta sweep is run twice: with the default ``far_pairs="constant"`` and with ``"feature"`` (merges past
@@ -66,6 +68,10 @@ def variants(num_parts: int, eta: float, etas: list[float], parts: list[int],
         "foreground correction": {"fg": True, "space": False, "l": num_parts, "eta": eta},
         "space correction": {"fg": False, "space": True, "l": num_parts, "eta": eta},
         "both corrections (SCC)": {"fg": True, "space": True, "l": num_parts, "eta": eta},
+        # step 2 alone: step 1 replaced by the ground-truth foreground pooled to the grid (upper bound of a cue)
+        "original cascaded, ground-truth foreground": {"fg": False, "space": False, "l": num_parts, "eta": eta,
+                                                       "gt_fg": True},
+        "SCC, ground-truth foreground": {"fg": True, "space": True, "l": num_parts, "eta": eta, "gt_fg": True},
     }
     for lp in eta_parts or [num_parts]:
         tag = "" if lp == num_parts else f", l={lp}"
@@ -125,7 +131,8 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
                 else:
                     lab = spatial_cascaded_clustering(fmap, v["l"], eta=v["eta"], foreground_correction=v["fg"],
                                                       space_correction=v["space"],
-                                                      far_pairs=v.get("far_pairs", "constant"))
+                                                      far_pairs=v.get("far_pairs", "constant"),
+                                                      foreground=body if v.get("gt_fg") else None)
                 times[name] += time.time() - tic
                 confs[name].update(lab, batch["mask"])
                 fg_cells[name] += b * h * w if v.get("stripes") else int((lab != v["l"] - 1).sum())

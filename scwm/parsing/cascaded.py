@@ -437,6 +437,7 @@ def spatial_cascaded_clustering(
     far_value: float | None = None,
     far_pairs: str = "constant",
     kmeans_iters: int = 100,
+    foreground: Tensor | None = None,
 ) -> Tensor:
     """Pseudo part labels ``(B, H, W)`` from feature maps ``(B, C, H, W)`` (Sec. 3.2, Eq. 2).
 
@@ -444,6 +445,9 @@ def spatial_cascaded_clustering(
     True is SCWM's SCC. Foreground parts ``0..num_parts-2`` are ordered top to bottom by the mean row of
     their pixels, background is ``num_parts-1``. See the module docstring for the choices of
     ``linkage``, ``feature_metric``, ``spatial_metric``/``eta_unit``, ``far_pairs`` and for edge cases.
+
+    ``foreground`` (boolean ``(B, H, W)``) replaces step 1 (and ``foreground_correction``) with a given
+    foreground, e.g. the ground truth pooled to the grid, to measure step 2 apart from the norm cue.
     """
     if feature_maps.dim() != 4:
         raise ValueError(f"feature_maps must be (B, C, H, W), got shape {tuple(feature_maps.shape)}")
@@ -463,7 +467,13 @@ def spatial_cascaded_clustering(
 
     flat = feature_maps.flatten(2)  # (B, C, N)
     norms = flat.norm(dim=1)  # (B, N)
-    fg = _foreground_from_norms(norms, foreground_correction, kmeans_iters)
+    if foreground is None:
+        fg = _foreground_from_norms(norms, foreground_correction, kmeans_iters)
+    else:
+        if foreground.shape != (b, h, w) or foreground.dtype != torch.bool:
+            raise ValueError(f"foreground must be a boolean (B, H, W) = {(b, h, w)} map, got "
+                             f"{foreground.dtype} {tuple(foreground.shape)}")
+        fg = foreground.to(dev).flatten(1) & (norms > 0)
     # compact foreground points to the front (stable, so row-major order is kept)
     order = torch.argsort((~fg).to(torch.int8), dim=1, stable=True)
     n_fg = fg.sum(1)

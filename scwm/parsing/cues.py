@@ -12,7 +12,13 @@ each compares a cell only with the cells at the **same grid position** in the ot
   classical background-subtraction idea of fixed surveillance cameras, with only what unsupervised re-ID has:
   images and camera ids. A pedestrian is what differs from what this camera usually shows at that place.
 
-Both are leave-one-out (the image itself is not in its own reference), pure and vectorised over the batch. They
+A third cue compares content across images instead of positions:
+
+* :func:`cross_camera_match`: co-segmentation across views. For each cell, the best cosine match among the
+  cells of every other image of the same (pseudo) identity seen by another camera, averaged over those
+  images. What a person carries from camera to camera is the person; the backdrop changes with the camera.
+
+All are leave-one-out (the image itself is not in its own reference), pure and vectorised over the batch. They
 are diagnostics beside the paper's cue, not SCC's default (issue "Parts that look like body parts").
 """
 
@@ -66,3 +72,27 @@ def background_model_distance(feature_maps: Tensor, cameras: Tensor | None = Non
     groups = torch.zeros(unit.shape[0], dtype=torch.long) if cameras is None else cameras
     model = torch.nn.functional.normalize(_leave_one_out_group_mean(unit, groups), dim=1)
     return 1.0 - (unit * model).sum(1)
+
+
+def cross_camera_match(feature_maps: Tensor, identities: Tensor, cameras: Tensor,
+                       chunk: int = 2048) -> tuple[Tensor, Tensor]:
+    """Per cell ``(N, h, w)``: ``mean_{j in V(i)} max_q cos(f_i(p), f_j(q))``, the best match of the cell among
+    the cells of image ``j``, averaged over ``V(i)`` = the other images of the same identity from another
+    camera (``identities (N,)``, e.g. pseudo labels, negative = outlier; ``cameras (N,)``). Also returns which
+    images have such a view ``(N,)`` bool; the others get 0. Image pairs are processed ``chunk`` at a time."""
+    if feature_maps.dim() != 4:
+        raise ValueError(f"feature_maps must be (N, C, h, w), got {tuple(feature_maps.shape)}")
+    n, _, h, w = feature_maps.shape
+    ids = torch.as_tensor(identities, device=feature_maps.device).long().flatten()
+    cams = torch.as_tensor(cameras, device=feature_maps.device).long().flatten()
+    if ids.numel() != n or cams.numel() != n:
+        raise ValueError(f"identities and cameras need one entry per image: {ids.numel()}, {cams.numel()} vs {n}")
+    unit = torch.nn.functional.normalize(feature_maps.float().flatten(2), dim=1).transpose(1, 2)  # (N, h*w, C)
+    views = (ids[:, None] == ids[None, :]) & (ids[:, None] >= 0) & (cams[:, None] != cams[None, :])
+    i, j = views.nonzero(as_tuple=True)
+    total = unit.new_zeros(n, h * w)
+    for s in range(0, i.numel(), chunk):
+        ii, jj = i[s:s + chunk], j[s:s + chunk]
+        total.index_add_(0, ii, torch.bmm(unit[ii], unit[jj].transpose(1, 2)).amax(2))
+    count = views.sum(1)
+    return (total / count.clamp_min(1)[:, None]).view(n, h, w), count > 0

@@ -3,7 +3,6 @@ results, check them and the part legend, and save a screenshot."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,9 +11,7 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("SCWM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from scripts.app_screenshot import CHROMIUM, open_page, search_in_page  # shared with the README shot
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
@@ -26,22 +23,6 @@ from serving.app.demo import build_demo, plan_demo  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:.*no_silent_downcasting.*"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
-
-
-def open_page(playwright: Any, user_data_dir: str, width: int = 1440, height: int = 1000) -> tuple[Any, Any]:
-    """A fresh headless Chromium (system binary, own profile) and a page."""
-    ctx = playwright.chromium.launch_persistent_context(user_data_dir, executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                                       headless=True, viewport={"width": width, "height": height})
-    return ctx, ctx.new_page()
-
-
-def search_in_page(page: Any, url: str, query: Path, k: int = 10, timeout_ms: int = 60_000) -> None:
-    """Load the app, upload ``query`` and wait until ``k`` result tiles are shown."""
-    page.goto(url, wait_until="networkidle", timeout=timeout_ms)
-    page.locator("#scwm-query input[type=file]").set_input_files(str(query))
-    page.locator("#scwm-results img").nth(k - 1).wait_for(timeout=timeout_ms)
-    page.wait_for_function("() => document.querySelector('#scwm-status')?.innerText.includes('Top-')",
-                           timeout=timeout_ms)
 
 
 @pytest.fixture(scope="module")
