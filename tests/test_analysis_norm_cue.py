@@ -27,6 +27,7 @@ class _FixedMap(nn.Module):
     def __init__(self, positional: bool) -> None:
         super().__init__()
         self.positional = positional
+        self.global_bn = nn.BatchNorm1d(1).eval()  # identity at initialisation
 
     def forward(self, x: torch.Tensor):
         h, w = x.shape[-2] // 8, x.shape[-1] // 8
@@ -35,7 +36,8 @@ class _FixedMap(nn.Module):
             fmap = (2.0 - cols)[None, None, None, :].expand(x.shape[0], 1, h, w)
         else:  # the pooled image intensity: follows the content wherever it moves
             fmap = nn.functional.adaptive_avg_pool2d(x.mean(1, keepdim=True) + 3.0, (h, w))
-        return type("Out", (), {"feature_map": fmap})()
+        feat = nn.functional.normalize(self.global_bn(fmap.mean((2, 3))), dim=1)
+        return type("Out", (), {"feature_map": fmap, "global_feat": feat})()
 
 
 def _batches(tiny: Path) -> list[dict]:
@@ -87,7 +89,7 @@ def test_position_free_alternatives_are_reported(tiny: Path) -> None:
     # constant cues carry no signal; float rounding of the constants may break ties either way
     alt = cue_stats(_FixedMap(positional=True), batches, (0, 8, 16))["alternatives"]
     assert set(alt) == {"norm_over_position_mean", "background_model_camera", "background_model_all",
-                        "cross_camera_match"}
+                        "cross_camera_match", "identity_cam"}
     assert 0 < alt["cross_camera_match"]["images"] <= alt["background_model_all"]["images"]
     content = _FixedMap(positional=False)
     fmaps = torch.cat([content(b["image"]).feature_map for b in batches])

@@ -20,6 +20,7 @@ from scwm.parsing import (
     batched_kmeans,
     corrected_distance_matrix,
     default_far_value,
+    foreground_from_cue,
     foreground_mask,
     labels_to_onehot,
     mask_momentum,
@@ -292,6 +293,21 @@ def test_given_foreground_replaces_step_one(space: bool) -> None:
         spatial_cascaded_clustering(fmap, 4, 4.0, foreground=given.flatten(1))
     with pytest.raises(ValueError, match="foreground"):
         spatial_cascaded_clustering(fmap, 4, 4.0, foreground=given.float())
+
+
+def test_foreground_from_cue_is_step_one_on_any_cue() -> None:
+    torch.manual_seed(4)
+    fmap = torch.randn(3, 8, 6, 4)
+    for corr in (False, True):
+        assert torch.equal(foreground_from_cue(fmap.norm(dim=1), corr),
+                           foreground_mask(fmap, foreground_correction=corr).view(3, 6, 4))
+    cue = torch.zeros(3, 6, 4)
+    cue[:, 1:5, 1:3] = 5.0  # a high block on a flat field: the block is the foreground
+    assert torch.equal(foreground_from_cue(cue, False), cue > 0)
+    with pytest.raises(ValueError, match="non-negative"):
+        foreground_from_cue(cue - 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        foreground_from_cue(cue.flatten(1))
 
 # ------------------------------------------------------------------------------------------ smoothing
 def test_smooth_masks_literal_eq3():

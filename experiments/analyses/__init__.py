@@ -44,6 +44,15 @@ def feature_model(path: str | Path) -> tuple[Any, Any]:
     return model.eval(), spec
 
 
+def neck_cells(model: Any, feature_maps: Any) -> Any:
+    """Each cell of ``feature_maps (N, C, h, w)`` through the model's global BN neck in inference mode (an affine
+    map per channel, so the cells average to the image's embedding before L2 normalisation)."""
+    import torch.nn.functional as F
+
+    bn = model.global_bn
+    return F.batch_norm(feature_maps.float(), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
 def write_outputs(results: dict[str, Any], out: str | Path, markdown: str | Path, text: str) -> None:
     """Write an analysis: its figures as JSON (atomically) and its markdown table; echo the table."""
     atomic_write_json(Path(out), results)

@@ -33,10 +33,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from experiments.analyses import feature_model
+from experiments.analyses import feature_model, neck_cells
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.parsing import binary_auc, norm_cue_cells, within_position_auc
-from scwm.parsing.cues import background_model_distance, cross_camera_match, position_normalized_norm
+from scwm.parsing.cues import (
+    background_model_distance,
+    cross_camera_match,
+    identity_activation_map,
+    identity_directions,
+    position_normalized_norm,
+)
 from scwm.utils import atomic_write_bytes, atomic_write_json
 from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
@@ -49,15 +55,17 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def alternative_cues(fmaps: torch.Tensor, cameras: torch.Tensor, body: torch.Tensor,
-                     identities: torch.Tensor) -> dict:
+                     identities: torch.Tensor, cells: torch.Tensor, global_feats: torch.Tensor) -> dict:
     """Pooled and within-position AUC of the alternative cues of :mod:`scwm.parsing.cues`. The cross-camera
-    match is given the true identities (the best pseudo labels could do) and scored on the images that have
-    another view of their identity from another camera in the sample."""
+    match and the identity CAM are given the true identities (the best pseudo labels could do); the match is
+    scored on the images that have another view of their identity from another camera in the sample."""
     match, has = cross_camera_match(fmaps, identities, cameras)
+    cam = identity_activation_map(cells, identity_directions(global_feats, identities))
     cues = {"norm_over_position_mean": (position_normalized_norm(fmaps), body),
             "background_model_camera": (background_model_distance(fmaps, cameras), body),
             "background_model_all": (background_model_distance(fmaps), body),
-            "cross_camera_match": (match[has], body[has])}
+            "cross_camera_match": (match[has], body[has]),
+            "identity_cam": (cam, body)}
     return {name: {"auc": binary_auc(v, y), "within_position_auc": within_position_auc(v, y)[0],
                    "images": int(y.shape[0])} for name, (v, y) in cues.items()}
 
@@ -67,20 +75,24 @@ def cue_stats(model: torch.nn.Module, batches: list[dict], rolls: tuple[int, ...
     out: dict = {}
     maps: dict[int, torch.Tensor] = {}
     for r in rolls:
-        norms, body, fmaps = [], [], []
+        norms, body, fmaps, cells, feats = [], [], [], [], []
         with torch.no_grad():
             for b in batches:
                 x, m = torch.roll(b["image"], r, dims=-1), torch.roll(b["mask"], r, dims=-1)
-                fmap = model(x).feature_map
+                o = model(x)
+                fmap = o.feature_map
                 n, y = norm_cue_cells(fmap, m)
                 norms.append(n)
                 body.append(y)
                 if r == rolls[0]:
                     fmaps.append(fmap.float())
+                    cells.append(neck_cells(model, fmap))
+                    feats.append(o.global_feat.float())
         nrm, y = torch.cat(norms), torch.cat(body)
         if fmaps:
             out["alternatives"] = alternative_cues(torch.cat(fmaps), torch.cat([b["camid"] for b in batches]), y,
-                                                   torch.cat([torch.as_tensor(b["pid"]) for b in batches]))
+                                                   torch.cat([torch.as_tensor(b["pid"]) for b in batches]),
+                                                   torch.cat(cells), torch.cat(feats))
         within, positions = within_position_auc(nrm, y)
         maps[r] = nrm.mean(0)
         out[r] = {"auc": binary_auc(nrm, y), "within_position_auc": within, "positions": positions,
@@ -147,10 +159,12 @@ def to_markdown(rows: list[dict], command: str) -> str:
               "where the images differ most from each other, a spatial profile of its own. Cross-camera match "
               "(co-segmentation across views): the best cosine match of a cell among the cells of each other "
               "image of the same identity from another camera, averaged; given the true identities (the best "
-              "pseudo labels could do), on the images with such a view in the sample (their number in brackets).",
+              "pseudo labels could do), on the images with such a view in the sample (their number in brackets). "
+              "Identity CAM: the class activation map of the image's identity, cells through the global BN neck "
+              "scored against the identity's centroid minus the mean centroid (true identities).",
               "", "| checkpoint | target | input | norm / position mean | background model, per camera "
-              "| background model, all images | cross-camera match (images) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| background model, all images | cross-camera match (images) | identity CAM |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         alt = row["stats"].get("alternatives")
         if alt is None:

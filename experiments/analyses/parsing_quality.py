@@ -4,8 +4,9 @@ Feature maps come from a trained backbone (by default the source-pretrained chec
 run starts from); pseudo masks from the four cascaded-clustering variants of the paper's Table 2, from
 PCB-style horizontal stripes, from the ground truth itself pooled to the feature grid (oracle: the
 ceiling at that resolution), from step 2 of cascaded clustering and SCC alone (step 1's norm cue replaced by
-the ground-truth foreground: how much of the gap to the oracle the cue costs), and from an eta and l sweep
-of SCC. ``--sizes`` feeds the same weights
+the ground-truth foreground: how much of the gap to the oracle the cue costs), from SCC with step 1's rule
+on the class activation map of each image's true identity (``scwm.parsing.cues.identity_activation_map``), and
+from an eta and l sweep of SCC. ``--sizes`` feeds the same weights
 larger inputs, which gives finer feature maps (16x8 at 256x128). Scores (``scwm.parsing``): foreground
 IoU and part mIoU after one Hungarian assignment of predicted parts to GT parts over the whole dataset.
 The eta sweep is run twice: with the default ``far_pairs="constant"`` and with ``"feature"`` (merges past
@@ -28,17 +29,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from experiments.analyses import feature_model
+from experiments.analyses import feature_model, neck_cells
 from scwm.data import EvalTransform, ReIDImageDataset, collate_skip_none, load_dataset
 from scwm.parsing import (
     NUM_GT_LABELS,
     ParsingConfusion,
     binary_auc,
+    foreground_from_cue,
     horizontal_stripes,
     norm_cue_cells,
     oracle_part_labels,
     spatial_cascaded_clustering,
 )
+from scwm.parsing.cues import identity_activation_map, identity_directions
 from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
 
@@ -72,6 +75,8 @@ def variants(num_parts: int, eta: float, etas: list[float], parts: list[int],
         "original cascaded, ground-truth foreground": {"fg": False, "space": False, "l": num_parts, "eta": eta,
                                                        "gt_fg": True},
         "SCC, ground-truth foreground": {"fg": True, "space": True, "l": num_parts, "eta": eta, "gt_fg": True},
+        # step 1's rule on another cue: the CAM of each image's identity (scwm.parsing.cues, true identities)
+        "SCC, identity-CAM foreground": {"fg": True, "space": True, "l": num_parts, "eta": eta, "cam_fg": True},
     }
     for lp in eta_parts or [num_parts]:
         tag = "" if lp == num_parts else f", l={lp}"
@@ -95,6 +100,31 @@ def score(conf: ParsingConfusion) -> dict[str, float]:
             "assignment": {int(k): int(v) for k, v in s["assignment"].items()}}
 
 
+def _identity_directions(model: torch.nn.Module, loader: DataLoader, n: int) -> torch.Tensor:
+    """``(n, C)`` CAM weights of every image's true identity over the whole sample (a first pass)."""
+    feats, pids, index = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            feats.append(model(batch["image"]).global_feat.float())
+            pids.append(torch.as_tensor(batch["pid"]))
+            index.append(torch.as_tensor(batch["index"]))
+    out = torch.zeros(n, feats[0].shape[1])
+    out[torch.cat(index)] = identity_directions(torch.cat(feats), torch.cat(pids))
+    return out
+
+
+def _given_foreground(v: dict, body: torch.Tensor, model: torch.nn.Module, fmap: torch.Tensor,
+                      directions: torch.Tensor | None, batch: dict) -> torch.Tensor | None:
+    """The foreground a variant gives step 1 (None = the norm cue): the ground truth, or step 1's rule on the
+    identity CAM shifted to be non-negative."""
+    if v.get("gt_fg"):
+        return body
+    if v.get("cam_fg") and directions is not None:
+        cam = identity_activation_map(neck_cells(model, fmap), directions[torch.as_tensor(batch["index"])])
+        return foreground_from_cue(cam - cam.amin((1, 2), keepdim=True), v["fg"])
+    return None
+
+
 def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
                args: argparse.Namespace) -> dict[str, dict]:
     root = ensure_synthetic(Path(args.data_dir) / f"{preset}-seed0", preset, 0, progress=False)
@@ -113,6 +143,8 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
     changed = {name: [0, 0, 0, 0] for name, v in vs.items() if "base" in v}  # cells, fg cells, images, all
     total_cells = 0
     norms, is_fg = [], []  # per feature cell: max-normalized norm, majority GT label is body
+    directions = _identity_directions(model, loader, len(records)) if any(v.get("cam_fg") for v in vs.values()) \
+        else None
     with torch.no_grad():
         for batch in loader:
             fmap = model(batch["image"]).feature_map
@@ -132,7 +164,8 @@ def run_preset(model: torch.nn.Module, spec, preset: str, size: tuple[int, int],
                     lab = spatial_cascaded_clustering(fmap, v["l"], eta=v["eta"], foreground_correction=v["fg"],
                                                       space_correction=v["space"],
                                                       far_pairs=v.get("far_pairs", "constant"),
-                                                      foreground=body if v.get("gt_fg") else None)
+                                                      foreground=_given_foreground(v, body, model, fmap,
+                                                                                   directions, batch))
                 times[name] += time.time() - tic
                 confs[name].update(lab, batch["mask"])
                 fg_cells[name] += b * h * w if v.get("stripes") else int((lab != v["l"] - 1).sum())

@@ -75,6 +75,7 @@ __all__ = [
     "batched_kmeans",
     "corrected_distance_matrix",
     "default_far_value",
+    "foreground_from_cue",
     "foreground_mask",
     "norm_saliency",
     "order_parts_top_to_bottom",
@@ -230,6 +231,16 @@ def _foreground_from_norms(norms: Tensor, foreground_correction: bool, max_iter:
     bg = c.argmin(1, keepdim=True)
     fg = c.gather(1, labels.clamp_min(0)) > c.gather(1, bg)
     return fg & (norms.amax(1, keepdim=True) > 0)
+
+
+def foreground_from_cue(cue: Tensor, foreground_correction: bool = True, max_iter: int = 100) -> Tensor:
+    """Step 1's rule on any non-negative per-cell cue ``(B, H, W)`` in place of the feature norm: boolean
+    foreground ``(B, H, W)`` (:func:`foreground_mask` is this rule on the norm), for measuring other cues."""
+    if cue.dim() != 3:
+        raise ValueError(f"cue must be (B, H, W), got shape {tuple(cue.shape)}")
+    if cue.numel() and float(cue.min()) < 0:
+        raise ValueError("cue must be non-negative (shift it by its per-image minimum)")
+    return _foreground_from_norms(cue.flatten(1).float(), foreground_correction, max_iter).view(cue.shape)
 
 
 def foreground_mask(feature_maps: Tensor, foreground_correction: bool = True, max_iter: int = 100) -> Tensor:

@@ -18,8 +18,16 @@ A third cue compares content across images instead of positions:
   cells of every other image of the same (pseudo) identity seen by another camera, averaged over those
   images. What a person carries from camera to camera is the person; the backdrop changes with the camera.
 
-All are leave-one-out (the image itself is not in its own reference), pure and vectorised over the batch. They
-are diagnostics beside the paper's cue, not SCC's default (issue "Parts that look like body parts").
+and a fourth asks the re-ID model itself:
+
+* :func:`identity_activation_map`: the class activation map (CAM) of each image's (pseudo) identity. The
+  cells, passed through the global BN neck, are scored against the identity's centroid in the embedding space,
+  minus the mean centroid: the cells that make the image look like its identity rather than like anyone.
+  Weakly supervised localisation with the identities as classes and the memory's centroids as classifier.
+
+All but the CAM are leave-one-out (the image itself is not in its own reference); all are pure and vectorised
+over the batch. They are diagnostics beside the paper's cue, not SCC's default (issue "Parts that look like body
+parts").
 """
 
 from __future__ import annotations
@@ -96,3 +104,39 @@ def cross_camera_match(feature_maps: Tensor, identities: Tensor, cameras: Tensor
         total.index_add_(0, ii, torch.bmm(unit[ii], unit[jj].transpose(1, 2)).amax(2))
     count = views.sum(1)
     return (total / count.clamp_min(1)[:, None]).view(n, h, w), count > 0
+
+
+
+def identity_directions(global_feats: Tensor, identities: Tensor) -> Tensor:
+    """``(N, C)``: ``c_y(i) - mean_y c_y`` for each image ``i``, the classifier weight of its identity's CAM.
+
+    ``global_feats (N, C)``: the L2-normalised image embeddings; ``identities (N,)``: (pseudo) labels, negative =
+    outlier. ``c_y`` is the L2-normalised mean embedding of identity ``y``; an outlier uses its own embedding as
+    its centroid and does not enter the mean."""
+    if global_feats.dim() != 2:
+        raise ValueError(f"global_feats must be (N, C), got {tuple(global_feats.shape)}")
+    ids = torch.as_tensor(identities, device=global_feats.device).long().flatten()
+    if ids.numel() != global_feats.shape[0]:
+        raise ValueError(f"identities need one entry per image: {ids.numel()} vs {global_feats.shape[0]}")
+    feats = global_feats.float()
+    own = ids >= 0
+    centroid = feats.clone()
+    if not bool(own.any()):
+        return centroid - feats.mean(0)
+    _, inverse = torch.unique(ids[own], return_inverse=True)
+    centres = torch.nn.functional.normalize(
+        feats.new_zeros(int(inverse.max()) + 1, feats.shape[1]).index_add_(0, inverse, feats[own]), dim=1)
+    centroid[own] = centres[inverse]
+    return centroid - centres.mean(0)
+
+
+def identity_activation_map(cell_embeddings: Tensor, directions: Tensor) -> Tensor:
+    """Per cell ``(N, h, w)``: ``<e_i(p), c_y(i) - mean_y c_y>``, the CAM of image ``i``'s identity.
+
+    ``cell_embeddings (N, C, h, w)``: each cell through the global BN neck (an affine map at inference, so the
+    cells average to the image's embedding before normalisation); ``directions (N, C)``: from
+    :func:`identity_directions` over the whole set."""
+    if cell_embeddings.dim() != 4 or directions.dim() != 2 or cell_embeddings.shape[:2] != directions.shape:
+        raise ValueError(f"need cell_embeddings (N, C, h, w) and directions (N, C), got "
+                         f"{tuple(cell_embeddings.shape)} and {tuple(directions.shape)}")
+    return torch.einsum("nchw,nc->nhw", cell_embeddings.float(), directions.float())
