@@ -97,3 +97,23 @@ def test_position_free_alternatives_are_reported(tiny: Path) -> None:
     s = cue_stats(content, batches, (0, 8, 16))
     assert s["alternatives"]["norm_over_position_mean"]["within_position_auc"] == pytest.approx(
         within_position_auc(fmaps.norm(dim=1), body)[0])
+
+
+def test_neck_cells_average_to_the_embedding() -> None:
+    """The global BN neck is affine at inference, so the cells through it average to the image's embedding before
+    L2 normalisation (what makes the identity CAM a CAM)."""
+    from experiments.analyses import neck_cells
+
+    torch.manual_seed(0)
+    model = ModelSpec(backbone="resnet18", num_parts=4, height=64, width=32).build()
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        model.global_bn.running_mean.normal_()
+        model.global_bn.running_var.uniform_(0.5, 2.0)
+        model.global_bn.weight.normal_()
+        model.global_bn.bias.normal_()
+    model.eval()
+    x = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        out = model(x)
+        cells = neck_cells(model, out.feature_map)
+    torch.testing.assert_close(cells.mean((2, 3)), out.global_embedding, atol=1e-4, rtol=1e-4)
