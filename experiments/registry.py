@@ -242,6 +242,13 @@ GRIDS: dict[str, Grid] = {
                       "--data.width 128 --cluster.eta 6`: eta in cells, twice the 8x4 default), from the same "
                       "128x64-pretrained zoo backbone: the map-size measurement of the parsing issue",
                       "2026-12-04-map-size.md", groups=("triplet",)),
+    "plip256-16x8": Grid("plip256-16x8", "as `plip-16x8` (256x128 input, 16x8 maps, eta 6 cells) from a backbone "
+                         "pretrained at 256x128 with the zoo recipe (`python -m training.pretrain --run.precision bf16 "
+                         "--data.num_workers 0 --data.height 256 --data.width 128`, docs/MODEL_ZOO.md): the fair "
+                         "map-size measurement of the parsing issue; `--extra \"--run.precision bf16 "
+                         "--run.eval_every 1 --data.num_workers 0 --data.height 256 --data.width 128 --cluster.eta 6 "
+                         "--model.weights zoo/plip-resnet18-256x128.pt\"`", "2026-12-04-map-size.md",
+                         groups=("triplet",)),
     "plip-knn12": Grid("plip-knn12", "as `plip` with the kNN agreement of Eq. 7 over k = 12 neighbours "
                        "(`--cluster.knn_k 12`): PPLR's k = 20 scaled from Market-1501's 17.2 training images per "
                        "identity to the synthetic worlds' 10.6; diagnostic of the stripes baseline's slide after "

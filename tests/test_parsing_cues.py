@@ -8,8 +8,11 @@ import torch
 
 from scwm.parsing import binary_auc, within_position_auc
 from scwm.parsing.cues import (
+    attribute_evidence,
     background_model_distance,
     cross_camera_match,
+    family_parts,
+    first_component_cue,
     identity_activation_map,
     identity_directions,
     position_normalized_norm,
@@ -156,3 +159,59 @@ def test_identity_activation_map_finds_what_tells_identities_apart() -> None:
     feats = torch.nn.functional.normalize(cells.mean((2, 3)), dim=1)
     cam = identity_activation_map(cells, identity_directions(feats, ids))
     assert within_position_auc(cam, body)[0] > 0.95
+
+
+def test_attribute_evidence_matches_loop_and_averages_to_the_logit_gap() -> None:
+    g = torch.Generator().manual_seed(1)
+    sizes = (3, 2, 4)
+    z = torch.randn(5, sum(sizes), 4, 2, generator=g)
+    got = attribute_evidence(z, sizes)
+    assert got.shape == (5, 3, 4, 2)
+    start = 0
+    for gi, k in enumerate(sizes):
+        for n in range(5):
+            zg = z[n, start:start + k]
+            best = int(zg.mean((1, 2)).argmax())
+            torch.testing.assert_close(got[n, gi], zg[best] - zg.mean(0))
+            image = zg.mean((1, 2))  # a head on the mean of the cells: the image's logits
+            assert float(got[n, gi].mean()) == pytest.approx(float(image[best] - image.mean()), abs=1e-5)
+        start += k
+    with pytest.raises(ValueError, match="groups"):
+        attribute_evidence(z, (3, 2))
+
+
+def test_family_parts_follows_the_family_with_the_most_evidence() -> None:
+    ev = torch.zeros(2, 3, 4, 2)
+    ev[:, 0, :2] = 2.0  # group 0 (family "head") on the top rows
+    ev[:, 1, 2:] = 1.0  # groups 1 and 2 (family "legs") on the bottom rows
+    ev[:, 2, 2:] = 1.0
+    fg = torch.ones(2, 4, 2, dtype=torch.bool)
+    fg[1, 0, 0] = False
+    labels = family_parts(ev, [[0], [1, 2]], fg)
+    assert labels[:, :2].eq(0).sum() == 2 * 4 - 1 and labels[:, 2:].eq(1).all()
+    assert int(labels[1, 0, 0]) == 2  # background = len(families)
+    assert int(family_parts(ev, [[0], [1, 2]], fg, background=5)[1, 0, 0]) == 5  # a run with more parts
+    with pytest.raises(ValueError, match="collides"):
+        family_parts(ev, [[0], [1, 2]], fg, background=1)
+    with pytest.raises(ValueError, match="family"):
+        family_parts(ev, [[0], []], fg)
+
+
+def test_first_component_cue_is_the_principal_axis_signed_by_the_norm() -> None:
+    from sklearn.decomposition import PCA
+
+    g = torch.Generator().manual_seed(2)
+    n, c, h, w = 30, 6, 4, 3
+    body = torch.rand(n, h, w, generator=g) < 0.4
+    base = torch.randn(c, generator=g)
+    fg_dir = torch.randn(c, generator=g)
+    fmap = (base[None, :, None, None] + 0.1 * torch.randn(n, c, h, w, generator=g)
+            + 3.0 * body[:, None].float() * fg_dir[None, :, None, None])
+    fmap = fmap * (1 + body[:, None].float())  # the body also has the larger norm
+    got = first_component_cue(fmap)
+    unit = torch.nn.functional.normalize(fmap.permute(0, 2, 3, 1), dim=-1).reshape(-1, c).numpy()
+    ref = torch.from_numpy(PCA(1).fit_transform(unit)[:, 0]).float().view(n, h, w)
+    corr = torch.corrcoef(torch.stack([got.flatten(), ref.flatten()]))[0, 1]
+    assert abs(float(corr)) > 0.999
+    assert binary_auc(got, body) > 0.99  # signed so that the larger-norm side is foreground
+    assert binary_auc(-first_component_cue(fmap), body) < 0.01

@@ -25,12 +25,23 @@ and a fourth asks the re-ID model itself:
   minus the mean centroid: the cells that make the image look like its identity rather than like anyone.
   Weakly supervised localisation with the identities as classes and the memory's centroids as classifier.
 
-All but the CAM are leave-one-out (the image itself is not in its own reference); all are pure and vectorised
+and three more that use what the source world teaches or no labels at all (``experiments.analyses.source_probes``):
+
+* :func:`attribute_evidence`: the CAM of each attribute the source-pretraining head predicts (PLIP's
+  attribute prediction: hair, upper and lower garment, shoes, bag). A garment's colour is predicted from the
+  cells that show the garment, so the evidence for the predicted class, per group, should sit on its part;
+  :func:`family_parts` turns the groups of a body region (head, upper body, ...) into part labels.
+* :func:`first_component_cue`: the first principal component of the L2-normalised cells over the whole set,
+  the cue that separates object from background in self-supervised vision transformers (DINOv2, Sec. 7).
+
+All but the CAMs are leave-one-out (the image itself is not in its own reference); all are pure and vectorised
 over the batch. They are diagnostics beside the paper's cue, not SCC's default (issue "Parts that look like body
 parts").
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -140,3 +151,60 @@ def identity_activation_map(cell_embeddings: Tensor, directions: Tensor) -> Tens
         raise ValueError(f"need cell_embeddings (N, C, h, w) and directions (N, C), got "
                          f"{tuple(cell_embeddings.shape)} and {tuple(directions.shape)}")
     return torch.einsum("nchw,nc->nhw", cell_embeddings.float(), directions.float())
+
+
+def attribute_evidence(cell_logits: Tensor, group_sizes: Sequence[int]) -> Tensor:
+    """Per cell and attribute group ``(N, G, h, w)``: ``z_k*(p) - mean_k z_k(p)`` within each group, where
+    ``cell_logits (N, K, h, w)`` is a linear attribute head applied to every cell (``K = sum(group_sizes)``;
+    for a head on the mean of the cells they average to the image's logits) and ``k*`` is the class the image's
+    logits predict. The cells that make the predicted class win over the group's average class."""
+    sizes = [int(k) for k in group_sizes]
+    if cell_logits.dim() != 4 or cell_logits.shape[1] != sum(sizes):
+        raise ValueError(f"cell_logits must be (N, {sum(sizes)}, h, w) for groups {sizes}, "
+                         f"got {tuple(cell_logits.shape)}")
+    z = cell_logits.float()
+    out = []
+    for zg in z.split(sizes, dim=1):
+        k = zg.mean((2, 3)).argmax(1)
+        picked = zg.gather(1, k.view(-1, 1, 1, 1).expand(-1, 1, *zg.shape[2:]))[:, 0]
+        out.append(picked - zg.mean(1))
+    return torch.stack(out, 1)
+
+
+def family_parts(evidence: Tensor, families: Sequence[Sequence[int]], foreground: Tensor,
+                 background: int | None = None) -> Tensor:
+    """Part labels ``(N, h, w)`` from per-group evidence ``(N, G, h, w)``: each foreground cell
+    (``foreground (N, h, w)`` bool) goes to the family (a list of group indices, e.g. the head's groups) whose
+    summed evidence, standardised over the image's cells, is largest; background cells get ``background``
+    (default ``len(families)``; a run with more parts than families keeps its background label last)."""
+    if evidence.dim() != 4 or foreground.shape != (evidence.shape[0], *evidence.shape[2:]):
+        raise ValueError(f"need evidence (N, G, h, w) and foreground (N, h, w), got {tuple(evidence.shape)} "
+                         f"and {tuple(foreground.shape)}")
+    if not families or any(not f for f in families):
+        raise ValueError(f"every family needs at least one group, got {families}")
+    fam = torch.stack([evidence[:, list(f)].sum(1) for f in families], 1)
+    fam = (fam - fam.mean((2, 3), keepdim=True)) / fam.std((2, 3), keepdim=True).clamp_min(1e-6)
+    labels = fam.argmax(1)
+    background = len(families) if background is None else background
+    if background < len(families):
+        raise ValueError(f"background label {background} collides with the {len(families)} family labels")
+    labels[~foreground.bool()] = background
+    return labels
+
+
+def first_component_cue(feature_maps: Tensor) -> Tensor:
+    """Per cell ``(N, h, w)``: the projection of the L2-normalised, centred cell features on their first
+    principal component over all cells of all images, signed to correlate positively with the feature norm
+    (step 1's own cue: which side is "foreground" is the one thing the component cannot say by itself)."""
+    if feature_maps.dim() != 4:
+        raise ValueError(f"feature_maps must be (N, C, h, w), got {tuple(feature_maps.shape)}")
+    x = feature_maps.float().permute(0, 2, 3, 1)
+    unit = torch.nn.functional.normalize(x, dim=-1)
+    centred = unit - unit.reshape(-1, unit.shape[-1]).mean(0)
+    flat = centred.reshape(-1, unit.shape[-1])
+    _, _, vh = torch.linalg.svd(flat.T @ flat)
+    score = centred @ vh[0]
+    norms = x.norm(dim=-1)
+    if float(((score - score.mean()) * (norms - norms.mean())).sum()) < 0:
+        score = -score
+    return score
