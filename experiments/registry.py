@@ -245,10 +245,15 @@ GRIDS: dict[str, Grid] = {
     "plip256-16x8": Grid("plip256-16x8", "as `plip-16x8` (256x128 input, 16x8 maps, eta 6 cells) from a backbone "
                          "pretrained at 256x128 with the zoo recipe (`python -m training.pretrain --run.precision bf16 "
                          "--data.num_workers 0 --data.height 256 --data.width 128`, docs/MODEL_ZOO.md): the fair "
-                         "map-size measurement of the parsing issue; `--extra \"--run.precision bf16 "
-                         "--run.eval_every 1 --data.num_workers 0 --data.height 256 --data.width 128 --cluster.eta 6 "
-                         "--model.weights zoo/plip-resnet18-256x128.pt\"`", "2026-12-04-map-size.md",
+                         "map-size measurement of the parsing issue, with the extra flags of `plip256e24-16x8` and "
+                         "`--model.weights zoo/plip-resnet18-256x128.pt`", "2026-12-04-map-size.md",
                          groups=("triplet",)),
+    "plip256e24-16x8": Grid("plip256e24-16x8", "as `plip256-16x8` from a shorter pretraining at 256x128 (the zoo "
+                            "recipe with `--pretrain.epochs 24 --pretrain.checkpoint "
+                            "data/pretrained/plip-resnet18-256x128-e24.pt`; not a zoo file): what 16x8 maps give the "
+                            "parts while the 60-epoch file is not made; its mAP is not comparable with `plip` (24 vs "
+                            "60 pretraining epochs)",
+                            "2026-12-04-map-size.md", groups=("triplet",)),
     "plip-knn12": Grid("plip-knn12", "as `plip` with the kNN agreement of Eq. 7 over k = 12 neighbours "
                        "(`--cluster.knn_k 12`): PPLR's k = 20 scaled from Market-1501's 17.2 training images per "
                        "identity to the synthetic worlds' 10.6; diagnostic of the stripes baseline's slide after "

@@ -315,7 +315,8 @@ def build_summary(grids: Sequence[str], results_dir: Path, out: Path = SUMMARY_P
         rows += summary_rows(grid, results, report_path(grid), out)
         extra = common_extra(results)
         note = NOTES_DIR / GRIDS[grid].note
-        extras.append(f"- `{grid}`: {GRIDS[grid].summary}; `--extra \"{shlex.join(extra or [])}\"`; "
+        flags = f"`--extra \"{shlex.join(extra or [])}\"`" if results else "no runs yet"
+        extras.append(f"- `{grid}`: {GRIDS[grid].summary}; {flags}; "
                       f"[details]({_rel(report_path(grid), out.parent)}), "
                       f"[notes]({_rel(note, out.parent)}).")
     lines = [

@@ -136,3 +136,6 @@ def test_summary_is_one_table_of_claims(tmp_path: Path, monkeypatch) -> None:
     assert ("| `market` | `python -m experiments run --grid g --targets market --seeds 0 1 --only t3-weighted "
             "t3-average` | 55.0 ± 7.1 vs 30.0 ± 0.0 (n = 2) | paper 87.5 vs 87.2 | yes | ") in rows[0]
     assert "`--extra \"--run.precision bf16\"`" in text
+    monkeypatch.setitem(reg.GRIDS, "empty", reg.Grid("empty", "a grid not run", "n.md"))
+    text = report.build_summary(["g", "empty"], tmp_path / "res", out)
+    assert "- `empty`: a grid not run; no runs yet; " in text  # not an empty `--extra ""`
