@@ -48,14 +48,16 @@ def _cells(runs: list[dict]) -> list[str]:
 
 
 def _start_cells(res: Results, target: str) -> list[str]:
-    """Direct transfer: the recorded start of the grid's runs on ``target`` (deterministic, so one value)."""
-    starts = {(r["start"]["initial_mAP"], r["start"].get("initial_rank1"))
+    """Direct transfer: the recorded start of the grid's runs on ``target``: one value as displayed (deterministic
+    on one machine; bf16 kernels of other CPU kinds move it in the second decimal), else ``differs``."""
+    starts = {(f"{100 * r['start']['initial_mAP']:.1f}",
+               "-" if r["start"].get("initial_rank1") is None else f"{100 * r['start']['initial_rank1']:.1f}")
               for (t, _), runs in res.items() if t == target
               for r in runs if (r.get("start") or {}).get("initial_mAP") is not None and not r.get("alias_of")}
     if len(starts) != 1:
         return ["-", "not run" if not starts else "differs", "-"]
     m, r1 = next(iter(starts))
-    return ["-", f"{100 * m:.1f}", "-" if r1 is None else f"{100 * r1:.1f}"]
+    return ["-", m, r1]
 
 
 def headline_table(results_dir: Path = RESULTS_DIR) -> str:

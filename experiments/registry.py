@@ -236,7 +236,8 @@ _FULL = ("; the trunk at the full rate, the default before the trunk-rate change
 GRIDS: dict[str, Grid] = {
     "plip": Grid("plip", "from the model-zoo backbone (docs/MODEL_ZOO.md: the PLIP analogue, "
                  "`zoo/plip-resnet18-128x64.pt`), the pretrained trunk at a tenth of the rate of the new heads, "
-                 "BatchNorm in 4 chunks, 8 x 40 iterations (current defaults), bf16 on a CPU with AMX, evaluated "
+                 "BatchNorm in 4 chunks, 8 x 40 iterations (current defaults), bf16 (2 cores: a Xeon with AMX; `msmt` "
+                 "Tables 2-3 on an AMD EPYC without AMX), evaluated "
                  "every epoch", "2026-12-04-plip-start.md", groups=("table1", "table2", "peers", "triplet")),
     "plip-16x8": Grid("plip-16x8", "as `plip` at 256x128 input, i.e. 16x8 feature maps (`--data.height 256 "
                       "--data.width 128 --cluster.eta 6`: eta in cells, twice the 8x4 default), from the same "
@@ -254,6 +255,11 @@ GRIDS: dict[str, Grid] = {
                             "parts while the 60-epoch file is not made; its mAP is not comparable with `plip` (24 vs "
                             "60 pretraining epochs)",
                             "2026-12-04-map-size.md", groups=("triplet",)),
+    "plip-pool-detached": Grid("plip-pool-detached", "as `plip` with the part maps detached in Eq. 1's pooling "
+                               "(`--model.part_pooling_grad false`): the part head learns from the parsing losses "
+                               "(Eq. 4-5) alone; diagnostic of the head's gap to its own targets (the oracle row's "
+                               "head reproduces a fraction of the ground truth it is trained on)",
+                               "2026-12-04-parsing-limits.md", groups=("table2",)),
     "plip-knn12": Grid("plip-knn12", "as `plip` with the kNN agreement of Eq. 7 over k = 12 neighbours "
                        "(`--cluster.knn_k 12`): PPLR's k = 20 scaled from Market-1501's 17.2 training images per "
                        "identity to the synthetic worlds' 10.6; diagnostic of the stripes baseline's slide after "

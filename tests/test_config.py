@@ -192,7 +192,7 @@ def test_added_fields_at_their_legacy_value_are_left_out() -> None:
               ("data", "std"): ([0.229, 0.224, 0.225], [0.252, 0.242, 0.239]),
               ("optim", "warmup_iters"): (0, 80),
               ("loss", "soft_triplet"): (False, True), ("model", "ema_decay"): (0.0, 0.999),
-              ("loss", "id_terms"): ("both", "parts")}
+              ("loss", "id_terms"): ("both", "parts"), ("model", "part_pooling_grad"): (True, False)}
     assert {(sec, key) for sec, key in _legacy_fields_at_legacy(base)} >= set(fields)
     for (section, name), (legacy, other) in fields.items():
         assert getattr(getattr(base, section), name) == legacy

@@ -196,3 +196,27 @@ def test_stripe_mode_pools_horizontal_stripes() -> None:
     torch.testing.assert_close(out.part_probs, probs.expand(2, -1, -1, -1))
     with pytest.raises(ValueError, match="part_mode"):
         SCWMNet("resnet18", part_mode="grid")
+
+
+def test_part_pooling_grad_flag_cuts_only_the_pooling_path_to_the_part_head() -> None:
+    """``part_pooling_grad=False``: a loss on the part features no longer reaches G, but still reaches the trunk;
+    a loss on ``part_probs`` (Eq. 4-5) reaches G either way; the forward values are the same."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 32)
+    on = SCWMNet("resnet18", num_parts=4, last_stride=1).eval()
+    off = SCWMNet("resnet18", num_parts=4, last_stride=1, part_pooling_grad=False).eval()
+    off.load_state_dict(on.state_dict())
+    grads = {}
+    for name, net in (("on", on), ("off", off)):
+        out = net(x, with_logits=False)
+        net.zero_grad()
+        out.part_feats.sum().backward(retain_graph=True)
+        g_head = net.part_head.weight.grad
+        g_trunk = next(p for p in net.backbone.parameters() if p.grad is not None).grad
+        grads[name] = (None if g_head is None else g_head.abs().sum().item(), g_trunk.abs().sum().item())
+        net.zero_grad()
+        out.part_probs[:, 0].sum().backward()
+        assert net.part_head.weight.grad.abs().sum() > 0
+    assert grads["on"][0] > 0 and (grads["off"][0] is None or grads["off"][0] == 0)
+    assert grads["on"][1] > 0 and grads["off"][1] > 0
+    torch.testing.assert_close(on(x).part_feats, off(x).part_feats)

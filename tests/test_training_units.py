@@ -443,3 +443,14 @@ def test_ema_update_matches_hand_computation_and_skips_classifiers() -> None:
     assert torch.equal(teacher.classifier.weight, t0_cls)
     with pytest.raises(ValueError, match="decay"):
         ema_update_(teacher, student, 1.0)
+
+
+def test_build_model_passes_the_part_pooling_grad_flag() -> None:
+    """``--model.part_pooling_grad false`` reaches the network the trainer builds (default: pooling gradients on)."""
+    from training.model_init import build_model
+
+    for flag in (True, False):
+        cfg = preset_config("smoke", {"model": {"weights": None, "part_pooling_grad": flag},
+                                      "run": {"progress": False}})
+        assert build_model(cfg, torch.device("cpu")).part_pooling_grad is flag
+    assert preset_config("synthetic").model.part_pooling_grad is True

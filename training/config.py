@@ -136,6 +136,10 @@ class ModelConfig(_Section):
     and global necks ("all"), to those of the target's training images (AdaBN). A source-pretrained start has never
     run its part necks (fresh statistics: mean 0, variance 1), so without this its first part features are
     uncentred (docs/bench/bn_stats.md). Direct transfer is evaluated before the calibration."""
+    part_pooling_grad: bool = Field(True, json_schema_extra={"legacy_value": True})
+    """Let the losses on the part features (Eq. 10-15) reach the part head G through Eq. 1's pooling. False pools
+    with detached part maps, so that G learns from the parsing losses (Eq. 4-5) alone; the trunk still gets every
+    gradient. Diagnostic of the head's gap to its own targets (docs/notes/2026-12-04-parsing-limits.md, section 6)."""
     ema_decay: float = Field(0.0, ge=0, lt=1, json_schema_extra={"legacy_value": 0.0})
     """A slow "mean teacher" (MMT, Ge et al. 2020): after every step, teacher = d * teacher + (1 - d) * model for
     parameters and BatchNorm statistics; the teacher then extracts the clustering stage's features, is evaluated

@@ -74,7 +74,8 @@ def build_model(cfg: TrainConfig, device: torch.device, world_size: int = 1) -> 
 
     spec = model_spec(cfg)
     net = SCWMNet(cfg.model.backbone, num_parts=cfg.model.num_parts,
-                  weights="imagenet" if cfg.model.weights == "imagenet" else None, part_mode=spec.part_mode)
+                  weights="imagenet" if cfg.model.weights == "imagenet" else None, part_mode=spec.part_mode,
+                  part_pooling_grad=cfg.model.part_pooling_grad)
     path = run_pretraining(cfg, device) if cfg.model.weights == "pretrain" else initial_weights_file(cfg)
     if path is not None:
         load_initial_weights(net, path)

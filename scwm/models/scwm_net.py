@@ -57,12 +57,13 @@ class SCWMNet(nn.Module):
     """Backbone + part head + BN necks + (optional) per-branch bias-free classifiers.
 
     ``part_mode="learned"`` pools parts with the part head G (SCWM); ``"stripes"`` with fixed horizontal
-    stripes (the PPLR-style baseline; G is then unused).
+    stripes (the PPLR-style baseline; G is then unused). ``part_pooling_grad=False`` pools with detached part
+    maps: G then learns only from what is computed on ``part_probs`` (Eq. 4-5), not from the part features.
     """
 
     def __init__(self, backbone: Backbone | str = "resnet50", num_parts: int = 4,
                  num_classes: int = 0, weights: str | None = None, last_stride: int = 1,
-                 part_mode: str = "learned") -> None:
+                 part_mode: str = "learned", part_pooling_grad: bool = True) -> None:
         super().__init__()
         if num_parts < 2:
             raise ValueError(f"num_parts counts the background and must be >= 2, got {num_parts}")
@@ -74,6 +75,7 @@ class SCWMNet(nn.Module):
             raise ValueError(f"part_mode must be 'learned' or 'stripes', got {part_mode!r}")
         self.num_parts = num_parts
         self.part_mode = part_mode
+        self.part_pooling_grad = part_pooling_grad
         self.feat_dim = c
         self.part_head = nn.Conv2d(c, num_parts, kernel_size=3, padding=1)  # G (Sec. 3.1)
         self.global_bn = nn.BatchNorm1d(c)
@@ -115,7 +117,7 @@ class SCWMNet(nn.Module):
         else:
             probs = torch.softmax(self.part_head(fmap), dim=1)
         g_raw = fmap.mean(dim=(2, 3))
-        p_raw = part_pooling(fmap, probs)
+        p_raw = part_pooling(fmap, probs if self.part_pooling_grad else probs.detach())
         b, p, c = p_raw.shape
         g_bn = self.global_bn(g_raw)
         p_bn = self.part_bn(p_raw.reshape(b, p * c)).reshape(b, p, c)
