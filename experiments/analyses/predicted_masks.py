@@ -116,9 +116,10 @@ def score_model(path: Path, root: Path, max_images: int = 600, batch_size: int =
         layout = torch.mode(t[0::2], dim=0).values  # (h, w): the commonest label at each grid position
         conf_layout = ParsingConfusion(l, NUM_GT_LABELS, l - 1)
         conf_layout.update(layout.expand(len(g[1::2]), -1, -1), g[1::2])
+        probe_scores = conf_probe.scores()
         extra = {"targets_part_miou": conf_targets.scores()["part_miou"],
                  "layout_part_miou": conf_layout.scores()["part_miou"],
-                 "probe_part_miou": conf_probe.scores()["part_miou"], "probe_fg_iou": conf_probe.scores()["fg_iou"]}
+                 "probe_part_miou": probe_scores["part_miou"], "probe_fg_iou": probe_scores["fg_iou"]}
     return {
         "images": n,
         "similarity": float(torch.cat(sims).mean()),
