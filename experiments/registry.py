@@ -237,9 +237,10 @@ GRIDS: dict[str, Grid] = {
     "plip": Grid("plip", "from the model-zoo backbone (docs/MODEL_ZOO.md: the PLIP analogue, "
                  "`zoo/plip-resnet18-128x64.pt`), the pretrained trunk at a tenth of the rate of the new heads, "
                  "BatchNorm in 4 chunks, 8 x 40 iterations (current defaults), bf16 (2 cores: a Xeon with AMX; `msmt` "
-                 "Tables 1-3 but the stripes baseline, on an AMD EPYC without AMX), evaluated every epoch",
+                 "Tables 1-3 but the stripes baseline, and the `market` Fig. 5 sweeps, on an AMD EPYC without "
+                 "AMX), evaluated every epoch",
                  "2026-12-04-plip-start.md",
-                 groups=("table1", "table2", "table3", "peers", "triplet")),
+                 groups=("table1", "table2", "table3", "eta", "parts", "peers", "triplet")),
     "plip-16x8": Grid("plip-16x8", "as `plip` at 256x128 input, i.e. 16x8 feature maps (`--data.height 256 "
                       "--data.width 128 --cluster.eta 6`: eta in cells, twice the 8x4 default), from the same "
                       "128x64-pretrained zoo backbone: the map-size measurement of the parsing issue",

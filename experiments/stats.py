@@ -208,9 +208,29 @@ def judge_sweep(group: str, target: str, stats: dict[str, Stat | None]) -> Sweep
         f"; runner-up {second.label} within the spread" if sb.mean - s2.mean < sb.sd + s2.sd else "")
     ours = f"ours best {best.label} ({100 * sb.mean:.1f}) of {len(exps)} values run{spread}"
     if pbest is not None:
-        return SweepVerdict(claim, "yes" if best.param == pbest else "no", ours)
-    interior = best.param not in (min(params), max(params))  # type: ignore[type-var]
-    return SweepVerdict(claim, "yes" if interior else "no", ours)
+        return SweepVerdict(claim, "yes" + _margin_note(best, [second], stats) if best.param == pbest else "no",
+                            ours)
+    ends = (min(params), max(params))  # type: ignore[type-var]
+    if best.param in ends:
+        return SweepVerdict(claim, "no", ours)
+    run_ends = [e for e in exps if e.param in ends]
+    note = " (an extreme not run)" if len(run_ends) < 2 else _margin_note(best, run_ends, stats)
+    return SweepVerdict(claim, "yes" + note, ours)
+
+
+def _margin_note(best: Experiment, others: list[Experiment], stats: dict[str, Stat | None]) -> str:
+    """Why a sweep's "yes" is not a result: ``best`` is not above each of ``others`` by more than the spread."""
+    sb = stats[best.name]
+    assert sb is not None
+    for e in others:
+        so = stats[e.name]
+        assert so is not None
+        spread = spread_of(sb, so)
+        if spread is None:
+            return " (single seed, spread unknown)"
+        if sb.mean - so.mean < spread:
+            return f" (inside the spread of {e.label})"
+    return ""
 
 
 def paired_lines(group: str, target: str, stats: dict[str, Stat | None], results: Results) -> list[str]:

@@ -242,7 +242,32 @@ def test_report_stats_verdicts_and_missing(tmp_path: Path) -> None:
     parts = text.split("## Fig. 5 (right)")[1].split("## Peers")[0]
     assert "| l = 4 ‡ | 3 | 62.0 ± 2.0 |" in parts and "not run (fewer than 2 values)" in parts
     eta = text.split("## Fig. 5 (left)")[1].split("## Fig. 5 (right)")[0]
-    assert "interior optimum): yes — ours best eta = 3 (62.0) of 2 values run" in eta.split("### MSMT17")[0]
+    assert ("interior optimum): yes (an extreme not run) — ours best eta = 3 (62.0) of 2 values run"
+            in eta.split("### MSMT17")[0])
+
+
+def test_judge_sweep_says_when_yes_is_inside_the_spread() -> None:
+    def eta(**means_sds: tuple[float, float | None]) -> dict[str, stats.Stat | None]:
+        st: dict[str, stats.Stat | None] = {e.name: None for e in reg.EXPERIMENTS if e.group == "eta"}
+        for k, (m, sd) in means_sds.items():
+            st[k.replace("_", "-")] = stats.Stat(m, sd, 1 if sd is None else 3)
+        return st
+
+    clear = eta(eta_1=(0.50, 0.01), eta_3=(0.60, 0.01), eta_6=(0.52, 0.01))
+    assert stats.judge_sweep("eta", "market", clear).answer == "yes"
+    flat = eta(eta_1=(0.58, 0.01), eta_3=(0.60, 0.02), eta_6=(0.52, 0.01))  # 0.02 < 0.01 + 0.02
+    assert stats.judge_sweep("eta", "market", flat).answer == "yes (inside the spread of eta = 1)"
+    single = eta(eta_1=(0.50, None), eta_3=(0.60, 0.01), eta_6=(0.52, 0.01))
+    assert stats.judge_sweep("eta", "market", single).answer == "yes (single seed, spread unknown)"
+    assert stats.judge_sweep("eta", "market", eta(eta_1=(0.5, 0.01), eta_3=(0.6, 0.01))).answer == (
+        "yes (an extreme not run)")
+    assert stats.judge_sweep("eta", "market", eta(eta_1=(0.7, 0.01), eta_3=(0.6, 0.01))).answer == "no"
+    parts = {e.name: None for e in reg.EXPERIMENTS if e.group == "parts"}
+    parts |= {"parts-4": stats.Stat(0.60, 0.01, 3), "parts-5": stats.Stat(0.59, 0.01, 3)}
+    verdict = stats.judge_sweep("parts", "market", parts)
+    assert verdict.answer == "yes (inside the spread of l = 5)" and "runner-up l = 5 within the spread" in verdict.ours
+    parts["parts-5"] = stats.Stat(0.50, 0.01, 3)
+    assert stats.judge_sweep("parts", "market", parts).answer == "yes"
 
 
 def test_verdict_single_seed_and_reversed() -> None:
