@@ -204,8 +204,8 @@ def judge_sweep(group: str, target: str, stats: dict[str, Stat | None]) -> Sweep
     best, second = ranked[0], ranked[1]
     sb, s2 = stats[best.name], stats[second.name]
     assert sb is not None and s2 is not None
-    spread = "" if sb.sd is None or s2.sd is None else (
-        f"; runner-up {second.label} within the spread" if sb.mean - s2.mean < sb.sd + s2.sd else "")
+    close = _margin_note(best, [second], stats).startswith(" (inside")
+    spread = f"; runner-up {second.label} within the spread" if close else ""
     ours = f"ours best {best.label} ({100 * sb.mean:.1f}) of {len(exps)} values run{spread}"
     if pbest is not None:
         return SweepVerdict(claim, "yes" + _margin_note(best, [second], stats) if best.param == pbest else "no",

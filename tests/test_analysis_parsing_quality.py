@@ -40,3 +40,4 @@ def test_cli_far_pairs_at_eta_one_is_plain_clustering(tmp_path: Path) -> None:
     assert wide["changed_fg_cells"] == 0.0 and wide["changed_images"] == 0.0
     text = (tmp_path / "r.md").read_text()
     assert text.startswith("## far pairs") and "--eta-parts 4" in text and "--title 'far pairs'" in text
+    assert "--etas 1 50 inf --parts 4" in text  # the Command line reproduces the run's sweeps

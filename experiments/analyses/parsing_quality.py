@@ -46,6 +46,8 @@ from training.config import ZOO_SOURCE
 from training.datasets import ensure_synthetic
 
 DEFAULT_MARKDOWN = "docs/bench/parsing_quality.md"
+DEFAULT_ETAS = [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, math.inf]
+DEFAULT_PARTS = [3, 4, 5, 6, 7]
 DEFAULT_TITLE = "Parsing quality with a trained backbone (synthetic ground truth)"
 
 
@@ -199,6 +201,8 @@ def to_markdown(results: dict, args: argparse.Namespace) -> str:
         f"--presets {' '.join(args.presets)} --max-images {args.max_images}"
         + (f" --sizes {' '.join(args.sizes)}" if args.sizes else "")
         + (f" --eta-parts {' '.join(map(str, args.eta_parts))}" if args.eta_parts else "")
+        + ("" if args.etas == DEFAULT_ETAS else f" --etas {' '.join(f'{e:g}' for e in args.etas)}")
+        + ("" if args.parts == DEFAULT_PARTS else f" --parts {' '.join(map(str, args.parts))}")
         + ("" if args.markdown == DEFAULT_MARKDOWN else f" --out {args.out} --markdown {args.markdown}")
         + ("" if args.title == DEFAULT_TITLE else f" --title '{args.title}'") + "`  ",
         f"Machine: {platform.machine()} ({_cpu_name()}), 2 CPU cores, torch {torch.__version__}. Feature maps of each "
@@ -243,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--max-images", type=int, default=1200)
     p.add_argument("--eta", type=float, default=3.0)
-    p.add_argument("--etas", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, math.inf])
-    p.add_argument("--parts", type=int, nargs="*", default=[3, 4, 5, 6, 7])
+    p.add_argument("--etas", type=float, nargs="*", default=DEFAULT_ETAS)
+    p.add_argument("--parts", type=int, nargs="*", default=DEFAULT_PARTS)
     p.add_argument("--eta-parts", type=int, nargs="*", default=None,
                    help="l values of the eta sweeps (default: the checkpoint's l)")
     p.add_argument("--sizes", nargs="+", default=None,
